@@ -5,6 +5,12 @@
  * string naming it ("tensor 'blk.3.attn_kv.weight': data extends past end of
  * file"). Nothing here aborts on bad input.
  *
+ * Versions 2 and 3 are accepted (same little-endian encoding). Nested
+ * arrays are rejected; bools must be 0 or 1; keys and tensor names are
+ * 1..65535 bytes and unique; tensors have 1..4 nonzero dims, a type known
+ * to quant.h (supported or not), aligned non-overlapping data inside the
+ * file. Counts are checked against the bytes left before any allocation.
+ *
  * Everything returned by the reader points into the mapped bytes (strings
  * are NOT NUL-terminated: use ptr+len), and stays valid until gguf_close().
  */
@@ -66,7 +72,8 @@ typedef struct gguf_file {
     uint64_t size;
     uint32_t version;
     uint32_t alignment;
-    uint64_t data_offset;    /* absolute offset of the tensor data section */
+    uint64_t data_offset;    /* absolute offset of the tensor data section
+                                (at most size when there are no tensors) */
     uint64_t n_kv;
     gguf_kv *kv;
     uint64_t n_tensors;
@@ -110,8 +117,13 @@ int gguf_arr_i64(const gguf_kv *kv, uint64_t i, int64_t *out);
 int gguf_arr_f32(const gguf_kv *kv, uint64_t i, float *out);
 int gguf_arr_str(const gguf_kv *kv, uint64_t i, gguf_str *out);
 
-/* Human name of a value type ("u32", "str", "arr[f32]" ...). */
+/* Human name of a value type ("u32", "str", "arr", ...; "unknown" for an
+ * invalid id). gguf_kv_type_name() adds an array's element type. */
 const char *gguf_vtype_name(uint32_t type);
+
+/* Type name of a kv including the element type of arrays ("arr[f32]");
+ * "absent" for NULL. */
+const char *gguf_kv_type_name(const gguf_kv *kv);
 
 /* 1 if s equals the NUL-terminated c string. */
 int gguf_str_eq(gguf_str s, const char *c);
