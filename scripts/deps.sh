@@ -10,8 +10,13 @@ cd "$(dirname "$0")/.."
 # libmicrohttpd, OpenSSL's libcrypto (SHA-256), clang (libFuzzer).
 PKGS="build-essential pkg-config clang libzmq3-dev libjansson-dev uuid-dev
       libpcre2-dev ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd clinfo
-      libmicrohttpd-dev libssl-dev nodejs npm ca-certificates util-linux
+      libmicrohttpd-dev libssl-dev ca-certificates util-linux
       iproute2 procps psmisc curl python3"
+# Node.js and npm: Debian's packages only when no node/npm is on the PATH
+# (a machine may already carry a newer Node.js with its own npm, which
+# Debian's npm package would conflict with).
+command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
+command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 
 missing=""
 for p in $PKGS; do
