@@ -55,6 +55,8 @@ FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
 REPLAY_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/replay_%,$(FUZZ_SRC))
 
 .PHONY: all test asan fuzz fuzz-run clean
+# Keep objects of pattern-chained targets (tests, tools) between runs.
+.SECONDARY:
 all: $(DAEMON_BINS) $(TOOL_BINS) $(TEST_BINS) $(REPLAY_BINS)
 
 $(BUILD)/%.o: %.c
@@ -116,8 +118,10 @@ fuzz-run: fuzz
 	@for t in $(FUZZ_SRC); do n=$$(basename $$t .c); c=tests/fuzz/corpus/$${n#fuzz_}; \
 	  mkdir -p tests/fuzz/corpus-out/$$n; \
 	  echo "fuzz $$n for $(FUZZ_SECONDS)s (seed corpus $$c)"; \
-	  $(FUZZ_BUILD)/$$n -max_total_time=$(FUZZ_SECONDS) -seed=1 -timeout=10 -rss_limit_mb=2048 \
-	    -print_final_stats=1 tests/fuzz/corpus-out/$$n $$c 2>&1 | tail -4 || exit 1; done
+	  if ! $(FUZZ_BUILD)/$$n -max_total_time=$(FUZZ_SECONDS) -seed=1 -timeout=10 -rss_limit_mb=2048 \
+	    -print_final_stats=1 tests/fuzz/corpus-out/$$n $$c > $(FUZZ_BUILD)/$$n.log 2>&1; then \
+	    tail -40 $(FUZZ_BUILD)/$$n.log; echo "fuzz $$n FAILED (crash input saved in the current directory)"; exit 1; fi; \
+	  grep -E 'exec_per_sec|new_units|peak_rss' $(FUZZ_BUILD)/$$n.log; done
 
 clean:
 	rm -rf build build-asan build-fuzz
