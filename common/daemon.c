@@ -21,18 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* printf into the caller's error buffer (which may be NULL). */
-__attribute__((format(printf, 3, 4))) static void seterr(char *err,
-                                                          size_t errlen,
-                                                          const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- run directory ---------------------------------------------------- */
 
@@ -79,22 +67,22 @@ static int mkdir_p(const char *dir)
 int ds4d_run_dir_make(const char *dir, char *err, size_t errlen)
 {
     if (mkdir_p(dir) < 0) {
-        seterr(err, errlen, "cannot create run directory %s: %s", dir,
+        ds4_seterr(err, errlen, "cannot create run directory %s: %s", dir,
                strerror(errno));
         return -1;
     }
     struct stat st;
     if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-        seterr(err, errlen, "run directory %s is not a directory", dir);
+        ds4_seterr(err, errlen, "run directory %s is not a directory", dir);
         return -1;
     }
     if (st.st_uid != getuid()) {
-        seterr(err, errlen, "run directory %s is owned by uid %u, not us",
+        ds4_seterr(err, errlen, "run directory %s is owned by uid %u, not us",
                dir, (unsigned)st.st_uid);
         return -1;
     }
     if (st.st_mode & 022) {
-        seterr(err, errlen, "run directory %s is writable by others (mode %03o)",
+        ds4_seterr(err, errlen, "run directory %s is writable by others (mode %03o)",
                dir, (unsigned)(st.st_mode & 0777));
         return -1;
     }
@@ -133,7 +121,7 @@ int ds4d_pidfile_lock(const char *path, int *fdp, char *err, size_t errlen)
     for (int attempt = 0; attempt < 5; attempt++) {
         int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
         if (fd < 0) {
-            seterr(err, errlen, "cannot open pidfile %s: %s", path,
+            ds4_seterr(err, errlen, "cannot open pidfile %s: %s", path,
                    strerror(errno));
             return -1;
         }
@@ -142,11 +130,11 @@ int ds4d_pidfile_lock(const char *path, int *fdp, char *err, size_t errlen)
             long pid = read_pid(fd);
             close(fd);
             if (e == EWOULDBLOCK) {
-                seterr(err, errlen, "already running as pid %ld (pidfile %s)",
+                ds4_seterr(err, errlen, "already running as pid %ld (pidfile %s)",
                        pid, path);
                 errno = EEXIST;
             } else {
-                seterr(err, errlen, "cannot lock pidfile %s: %s", path,
+                ds4_seterr(err, errlen, "cannot lock pidfile %s: %s", path,
                        strerror(e));
                 errno = e;
             }
@@ -156,7 +144,7 @@ int ds4d_pidfile_lock(const char *path, int *fdp, char *err, size_t errlen)
         if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino &&
             a.st_dev == b.st_dev) {
             if (ds4d_pidfile_write(fd) < 0) {
-                seterr(err, errlen, "cannot write pidfile %s: %s", path,
+                ds4_seterr(err, errlen, "cannot write pidfile %s: %s", path,
                        strerror(errno));
                 close(fd);
                 return -1;
@@ -166,7 +154,7 @@ int ds4d_pidfile_lock(const char *path, int *fdp, char *err, size_t errlen)
         }
         close(fd); /* raced with an unlink: try the new file */
     }
-    seterr(err, errlen, "pidfile %s keeps changing under us", path);
+    ds4_seterr(err, errlen, "pidfile %s keeps changing under us", path);
     errno = EAGAIN;
     return -1;
 }

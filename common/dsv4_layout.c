@@ -19,18 +19,6 @@
 
 #define ARCH "deepseek4."
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* Format an error message into err (always NUL-terminated when errlen > 0). */
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- metadata ---------------------------------------------------------- */
 
@@ -39,10 +27,10 @@ static int key_fail(const gguf_file *f, const char *key, int rc,
                     const char *want, char *err, size_t errlen)
 {
     if (rc == -1) {
-        set_err(err, errlen, "missing metadata key '%s'", key);
+        ds4_seterr(err, errlen, "missing metadata key '%s'", key);
     } else {
         const gguf_kv *kv = gguf_find_kv(f, key);
-        set_err(err, errlen,
+        ds4_seterr(err, errlen,
                 "metadata key '%s' has type %s or an out-of-range value, "
                 "expected %s", key, kv ? gguf_vtype_name(kv->type) : "?",
                 want);
@@ -85,7 +73,7 @@ static int opt_u32_eq(const gguf_file *f, const char *key, uint32_t want,
     if (rc)
         return key_fail(f, key, rc, "an unsigned integer", err, errlen);
     if (v != want) {
-        set_err(err, errlen, "metadata key '%s' = %u, must be %u", key, v,
+        ds4_seterr(err, errlen, "metadata key '%s' = %u, must be %u", key, v,
                 want);
         return -1;
     }
@@ -103,7 +91,7 @@ static int opt_str_eq(const gguf_file *f, const char *key, const char *want,
     if (rc)
         return key_fail(f, key, rc, "a string", err, errlen);
     if (!gguf_str_eq(s, want)) {
-        set_err(err, errlen, "metadata key '%s' is '%.*s', must be '%s'", key,
+        ds4_seterr(err, errlen, "metadata key '%s' is '%.*s', must be '%s'", key,
                 (int)(s.len > 64 ? 64 : s.len), s.ptr, want);
         return -1;
     }
@@ -116,16 +104,16 @@ static const gguf_kv *req_array(const gguf_file *f, const char *key,
 {
     const gguf_kv *kv = gguf_find_kv(f, key);
     if (!kv) {
-        set_err(err, errlen, "missing metadata key '%s'", key);
+        ds4_seterr(err, errlen, "missing metadata key '%s'", key);
         return NULL;
     }
     if (kv->type != GGUF_VT_ARRAY) {
-        set_err(err, errlen, "metadata key '%s' has type %s, expected an array",
+        ds4_seterr(err, errlen, "metadata key '%s' has type %s, expected an array",
                 key, gguf_vtype_name(kv->type));
         return NULL;
     }
     if (kv->arr_n < n) {
-        set_err(err, errlen,
+        ds4_seterr(err, errlen,
                 "metadata key '%s' has %llu elements, block_count needs %u",
                 key, (unsigned long long)kv->arr_n, n);
         return NULL;
@@ -147,13 +135,13 @@ static int load_layer_arrays(const gguf_file *f, dsv4_hparams *hp, char *err,
         return -1;
     for (uint32_t i = 0; i < hp->n_layer; i++) {
         if (gguf_arr_u32(r, i, &hp->compress_ratio[i])) {
-            set_err(err, errlen, "metadata key '%s': element %u is not an "
+            ds4_seterr(err, errlen, "metadata key '%s': element %u is not an "
                     "unsigned integer (array of %s)", kr, i,
                     gguf_vtype_name(r->arr_type));
             return -1;
         }
         if (gguf_arr_f32(c, i, &hp->swiglu_clamp[i])) {
-            set_err(err, errlen, "metadata key '%s': element %u is not a "
+            ds4_seterr(err, errlen, "metadata key '%s': element %u is not a "
                     "float (array of %s)", kc, i, gguf_vtype_name(c->arr_type));
             return -1;
         }
@@ -237,7 +225,7 @@ int dsv4_hparams_load(const gguf_file *f, dsv4_hparams *hp, char *err,
         return key_fail(f, "general.architecture", rc, "a string", err,
                         errlen);
     if (!gguf_str_eq(arch, "deepseek4")) {
-        set_err(err, errlen,
+        ds4_seterr(err, errlen,
                 "general.architecture is '%.*s', expected 'deepseek4'",
                 (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
         return -1;
@@ -257,7 +245,7 @@ int dsv4_hparams_load(const gguf_file *f, dsv4_hparams *hp, char *err,
         opt_str_eq(f, ARCH "rope.scaling.type", "yarn", err, errlen))
         return -1;
     if (hp->n_layer == 0 || hp->n_layer > DSV4_MAX_LAYERS) {
-        set_err(err, errlen, ARCH "block_count = %u, must be 1..%d",
+        ds4_seterr(err, errlen, ARCH "block_count = %u, must be 1..%d",
                 hp->n_layer, DSV4_MAX_LAYERS);
         return -1;
     }
@@ -310,7 +298,7 @@ static int check_dims(const dsv4_hparams *hp, char *err, size_t errlen)
     };
     for (size_t i = 0; i < DS4_ARRAY_LEN(d); i++)
         if (d[i].v == 0 || d[i].v > d[i].max) {
-            set_err(err, errlen, ARCH "%s = %u, must be 1..%u", d[i].name,
+            ds4_seterr(err, errlen, ARCH "%s = %u, must be 1..%u", d[i].name,
                     d[i].v, d[i].max);
             return -1;
         }
@@ -323,7 +311,7 @@ static int check_relations(const dsv4_hparams *hp, char *err, size_t errlen)
 #define REQ(cond, ...)                                                      \
     do {                                                                    \
         if (!(cond)) {                                                      \
-            set_err(err, errlen, __VA_ARGS__);                              \
+            ds4_seterr(err, errlen, __VA_ARGS__);                              \
             return -1;                                                      \
         }                                                                   \
     } while (0)
@@ -380,12 +368,12 @@ static int check_floats(const dsv4_hparams *hp, char *err, size_t errlen)
     };
     for (size_t i = 0; i < DS4_ARRAY_LEN(c); i++)
         if (!pos_finite(c[i].v, c[i].lim)) {
-            set_err(err, errlen, ARCH "%s = %g, must be finite, > 0 and < %g",
+            ds4_seterr(err, errlen, ARCH "%s = %g, must be finite, > 0 and < %g",
                     c[i].name, (double)c[i].v, (double)c[i].lim);
             return -1;
         }
     if (hp->rope_scale_factor < 1) {
-        set_err(err, errlen, ARCH "rope.scaling.factor = %g, must be >= 1",
+        ds4_seterr(err, errlen, ARCH "rope.scaling.factor = %g, must be >= 1",
                 (double)hp->rope_scale_factor);
         return -1;
     }
@@ -398,12 +386,12 @@ static int check_layers(const dsv4_hparams *hp, char *err, size_t errlen)
     for (uint32_t i = 0; i < hp->n_layer; i++) {
         uint32_t r = hp->compress_ratio[i];
         if (r != 0 && r != 4 && r != 128) {
-            set_err(err, errlen, ARCH "attention.compress_ratios[%u] = %u, "
+            ds4_seterr(err, errlen, ARCH "attention.compress_ratios[%u] = %u, "
                     "must be 0, 4 or 128", i, r);
             return -1;
         }
         if (!pos_finite(hp->swiglu_clamp[i], 1e9f)) {
-            set_err(err, errlen, ARCH "swiglu_clamp_exp[%u] = %g, must be "
+            ds4_seterr(err, errlen, ARCH "swiglu_clamp_exp[%u] = %g, must be "
                     "finite and > 0", i, (double)hp->swiglu_clamp[i]);
             return -1;
         }
@@ -414,7 +402,7 @@ static int check_layers(const dsv4_hparams *hp, char *err, size_t errlen)
 int dsv4_hparams_check(const dsv4_hparams *hp, char *err, size_t errlen)
 {
     if (hp->n_layer == 0 || hp->n_layer > DSV4_MAX_LAYERS) {
-        set_err(err, errlen, ARCH "block_count = %u, must be 1..%d",
+        ds4_seterr(err, errlen, ARCH "block_count = %u, must be 1..%d",
                 hp->n_layer, DSV4_MAX_LAYERS);
         return -1;
     }
@@ -423,7 +411,7 @@ int dsv4_hparams_check(const dsv4_hparams *hp, char *err, size_t errlen)
         return -1;
     if (hp->rope_orig_ctx == 0 || hp->rope_orig_ctx > (1ull << 32) ||
         hp->n_ctx == 0 || hp->n_ctx > (1ull << 32)) {
-        set_err(err, errlen, ARCH "rope.scaling.original_context_length = "
+        ds4_seterr(err, errlen, ARCH "rope.scaling.original_context_length = "
                 "%llu and context_length = %llu must be 1..2^32",
                 (unsigned long long)hp->rope_orig_ctx,
                 (unsigned long long)hp->n_ctx);
@@ -764,7 +752,7 @@ static int check_tensor(const gguf_tensor *t, const dsv4_tensor_spec *s,
     if (!ok) {
         char list[96];
         types_list(s, list, sizeof list);
-        set_err(err, errlen, "tensor '%s': type %s, expected %s", s->name,
+        ds4_seterr(err, errlen, "tensor '%s': type %s, expected %s", s->name,
                 type_name(t->type), list);
         return -1;
     }
@@ -776,13 +764,13 @@ static int check_tensor(const gguf_tensor *t, const dsv4_tensor_spec *s,
         shape_str(s->ne, eff_dims(s->ne, GGUF_MAX_DIMS), want, sizeof want);
         shape_str(tne, eff_dims(tne, t->n_dims ? t->n_dims : 1), got,
                   sizeof got);
-        set_err(err, errlen, "tensor '%s': shape %s, expected %s", s->name,
+        ds4_seterr(err, errlen, "tensor '%s': shape %s, expected %s", s->name,
                 got, want);
         return -1;
     }
     const ds4_type_info *ti = ds4_type_get(t->type);
     if (!ti || tne[0] % ti->block_elems != 0) {
-        set_err(err, errlen, "tensor '%s': row of %llu elements is not a "
+        ds4_seterr(err, errlen, "tensor '%s': row of %llu elements is not a "
                 "multiple of the %s block size", s->name,
                 (unsigned long long)tne[0], type_name(t->type));
         return -1;
@@ -797,7 +785,7 @@ static int check_tid2eid(const gguf_tensor *t, const dsv4_hparams *hp,
     uint64_t n = (uint64_t)hp->n_expert_used * hp->n_vocab;
     const uint8_t *p = t->data;
     if (t->nbytes < n * 4) {
-        set_err(err, errlen, "tensor '%s': %llu bytes, expected %llu", name,
+        ds4_seterr(err, errlen, "tensor '%s': %llu bytes, expected %llu", name,
                 (unsigned long long)t->nbytes, (unsigned long long)(n * 4));
         return -1;
     }
@@ -805,7 +793,7 @@ static int check_tid2eid(const gguf_tensor *t, const dsv4_hparams *hp,
         int32_t v;
         memcpy(&v, p + i * 4, 4);
         if (v < 0 || (uint32_t)v >= hp->n_expert) {
-            set_err(err, errlen, "tensor '%s': token %llu maps to expert %d, "
+            ds4_seterr(err, errlen, "tensor '%s': token %llu maps to expert %d, "
                     "expert_count is %u", name,
                     (unsigned long long)(i / hp->n_expert_used), v,
                     hp->n_expert);
@@ -842,7 +830,7 @@ static int track_types(classify_state *cs, const dsv4_tensor_spec *s,
     } else if (s->id == DSV4_T_FFN_UP_EXPS) {
         cs->up_type = type;
         if (type != cs->gate_type) {
-            set_err(err, errlen, "tensor '%s': type %s differs from the "
+            ds4_seterr(err, errlen, "tensor '%s': type %s differs from the "
                     "layer's ffn_gate_exps type %s (gate and up must share a "
                     "type)", s->name, type_name(type),
                     type_name(cs->gate_type));
@@ -907,7 +895,7 @@ static int validate_tensors(const gguf_file *f, const dsv4_hparams *hp,
         const dsv4_tensor_spec *s = &specs[i];
         const gguf_tensor *t = gguf_find_tensor(f, s->name);
         if (!t) {
-            set_err(err, errlen, "tensor '%s' is missing", s->name);
+            ds4_seterr(err, errlen, "tensor '%s' is missing", s->name);
             rc = -1;
         } else if (check_tensor(t, s, err, errlen) ||
                    track_types(&cs, s, t->type, err, errlen) ||
@@ -953,19 +941,19 @@ int dsv4_validate_tokenizer(const gguf_file *f, const dsv4_hparams *hp,
     const gguf_kv *tok = gguf_find_kv(f, "tokenizer.ggml.tokens");
     const gguf_kv *mer = gguf_find_kv(f, "tokenizer.ggml.merges");
     if (!tok || !mer) {
-        set_err(err, errlen, "missing metadata key '%s'",
+        ds4_seterr(err, errlen, "missing metadata key '%s'",
                 tok ? "tokenizer.ggml.merges" : "tokenizer.ggml.tokens");
         return -1;
     }
     if (tok->type != GGUF_VT_ARRAY || tok->arr_type != GGUF_VT_STRING ||
         tok->arr_n != hp->n_vocab) {
-        set_err(err, errlen, "metadata key 'tokenizer.ggml.tokens' must be an "
+        ds4_seterr(err, errlen, "metadata key 'tokenizer.ggml.tokens' must be an "
                 "array of %u strings (vocab_size)", hp->n_vocab);
         return -1;
     }
     if (mer->type != GGUF_VT_ARRAY || mer->arr_type != GGUF_VT_STRING ||
         mer->arr_n == 0) {
-        set_err(err, errlen, "metadata key 'tokenizer.ggml.merges' must be a "
+        ds4_seterr(err, errlen, "metadata key 'tokenizer.ggml.merges' must be a "
                 "nonempty array of strings");
         return -1;
     }
@@ -974,7 +962,7 @@ int dsv4_validate_tokenizer(const gguf_file *f, const dsv4_hparams *hp,
         return -1;
     for (size_t i = 0; i < DS4_ARRAY_LEN(specials); i++)
         if (find_token(tok, specials[i])) {
-            set_err(err, errlen, "tokenizer.ggml.tokens lacks the special "
+            ds4_seterr(err, errlen, "tokenizer.ggml.tokens lacks the special "
                     "token '%s'", specials[i]);
             return -1;
         }

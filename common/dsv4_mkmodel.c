@@ -19,18 +19,6 @@
 #include "quant.h"
 #include "util.h"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* Format an error message into err. */
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- build: a writer and the buffers it references -------------------- */
 
@@ -96,13 +84,13 @@ static int place_token(dsv4_tokdata *t, json_int_t id, const char *s,
                        size_t len, int32_t type, char *err, size_t errlen)
 {
     if (id < 0 || id >= (json_int_t)t->n_tokens) {
-        set_err(err, errlen, "tokenizer.json: token id %lld out of range",
+        ds4_seterr(err, errlen, "tokenizer.json: token id %lld out of range",
                 (long long)id);
         return -1;
     }
     if (t->tokens[id]) {
         if (t->token_lens[id] != len || memcmp(t->tokens[id], s, len)) {
-            set_err(err, errlen, "tokenizer.json: id %lld is both '%s' and "
+            ds4_seterr(err, errlen, "tokenizer.json: id %lld is both '%s' and "
                     "'%s'", (long long)id, t->tokens[id], s);
             return -1;
         }
@@ -139,7 +127,7 @@ static int load_tokens(dsv4_tokdata *t, json_t *vocab, json_t *added,
 {
     json_int_t mx = max_token_id(vocab, added);
     if (mx < 0 || mx >= (1 << 24)) {
-        set_err(err, errlen, "tokenizer.json: bad vocabulary size");
+        ds4_seterr(err, errlen, "tokenizer.json: bad vocabulary size");
         return -1;
     }
     t->n_tokens = (uint32_t)mx + 1;
@@ -150,7 +138,7 @@ static int load_tokens(dsv4_tokdata *t, json_t *vocab, json_t *added,
     json_t *v;
     json_object_foreach(vocab, k, v) {
         if (!json_is_integer(v)) {
-            set_err(err, errlen, "tokenizer.json: vocab entry '%s' has no "
+            ds4_seterr(err, errlen, "tokenizer.json: vocab entry '%s' has no "
                     "integer id", k);
             return -1;
         }
@@ -163,7 +151,7 @@ static int load_tokens(dsv4_tokdata *t, json_t *vocab, json_t *added,
         json_t *id = json_object_get(v, "id");
         json_t *c = json_object_get(v, "content");
         if (!json_is_integer(id) || !json_is_string(c)) {
-            set_err(err, errlen, "tokenizer.json: added_tokens[%zu] lacks "
+            ds4_seterr(err, errlen, "tokenizer.json: added_tokens[%zu] lacks "
                     "id/content", i);
             return -1;
         }
@@ -174,7 +162,7 @@ static int load_tokens(dsv4_tokdata *t, json_t *vocab, json_t *added,
     }
     for (uint32_t id = 0; id < t->n_tokens; id++)
         if (!t->tokens[id]) {
-            set_err(err, errlen, "tokenizer.json: no token has id %u", id);
+            ds4_seterr(err, errlen, "tokenizer.json: no token has id %u", id);
             return -1;
         }
     return 0;
@@ -203,7 +191,7 @@ static int load_merges(dsv4_tokdata *t, json_t *merges, char *err,
             t->merges[i][la] = ' ';
             memcpy(t->merges[i] + la + 1, b, lb + 1);
         } else {
-            set_err(err, errlen, "tokenizer.json: merges[%zu] is neither "
+            ds4_seterr(err, errlen, "tokenizer.json: merges[%zu] is neither "
                     "\"a b\" nor [a, b]", i);
             return -1;
         }
@@ -228,7 +216,7 @@ int dsv4_tokdata_load(const char *path, dsv4_tokdata **out, char *err,
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
     if (!root) {
-        set_err(err, errlen, "%s: %s (line %d)", path, je.text, je.line);
+        ds4_seterr(err, errlen, "%s: %s (line %d)", path, je.text, je.line);
         return -1;
     }
     json_t *model = json_object_get(root, "model");
@@ -239,7 +227,7 @@ int dsv4_tokdata_load(const char *path, dsv4_tokdata **out, char *err,
     int rc = -1;
     if (!json_is_object(vocab) || !json_is_array(merges) ||
         (added && !json_is_array(added)))
-        set_err(err, errlen, "%s: not a BPE tokenizer.json (model.vocab, "
+        ds4_seterr(err, errlen, "%s: not a BPE tokenizer.json (model.vocab, "
                 "model.merges, added_tokens)", path);
     else if (load_tokens(t, vocab, added, err, errlen) == 0 &&
              load_merges(t, merges, err, errlen) == 0)
@@ -251,7 +239,7 @@ int dsv4_tokdata_load(const char *path, dsv4_tokdata **out, char *err,
         int64_t eos = token_id(t, "<\xef\xbd\x9c" "end\xe2\x96\x81of"
                                "\xe2\x96\x81sentence\xef\xbd\x9c>");
         if (bos < 0 || eos < 0) {
-            set_err(err, errlen, "%s: no BOS/EOS token text", path);
+            ds4_seterr(err, errlen, "%s: no BOS/EOS token text", path);
             rc = -1;
         }
         t->bos = (uint32_t)bos;
@@ -420,7 +408,7 @@ static int gen_tensor(dsv4_build *b, const dsv4_mkmodel_opts *o,
     uint64_t ne0 = s->ne[0], rows = s->ne[1] * s->ne[2] * s->ne[3];
     uint64_t row_bytes = ds4_type_nbytes(type, ne0);
     if (!row_bytes) {
-        set_err(err, errlen, "tensor '%s': %llu is not a multiple of the %s "
+        ds4_seterr(err, errlen, "tensor '%s': %llu is not a multiple of the %s "
                 "block size", s->name, (unsigned long long)ne0,
                 ds4_type_get(type) ? ds4_type_get(type)->name : "?");
         return -1;
@@ -436,7 +424,7 @@ static int gen_tensor(dsv4_build *b, const dsv4_mkmodel_opts *o,
             draw(&st, &r, row, ne0);
             if (ds4_quantize(type, row, data + i * row_bytes, ne0)) {
                 free(row);
-                set_err(err, errlen, "tensor '%s': cannot encode as %s",
+                ds4_seterr(err, errlen, "tensor '%s': cannot encode as %s",
                         s->name, ds4_type_get(type)->name);
                 return -1;
             }
@@ -572,11 +560,11 @@ int dsv4_mkmodel_build(const dsv4_mkmodel_opts *o, dsv4_build **out,
 {
     *out = NULL;
     if (!o->tok || o->layout < DSV4_MK_Q2 || o->layout > DSV4_MK_EXACT) {
-        set_err(err, errlen, "mkmodel: no tokenizer or bad layout");
+        ds4_seterr(err, errlen, "mkmodel: no tokenizer or bad layout");
         return -1;
     }
     if (o->hp.n_vocab != o->tok->n_tokens) {
-        set_err(err, errlen, "mkmodel: vocab_size %u but the tokenizer has "
+        ds4_seterr(err, errlen, "mkmodel: vocab_size %u but the tokenizer has "
                 "%u tokens", o->hp.n_vocab, o->tok->n_tokens);
         return -1;
     }
@@ -615,7 +603,7 @@ int dsv4_mkmodel_write(const dsv4_mkmodel_opts *o, const char *path,
     int rc = gguf_writer_write(b->w, path, err, errlen);
     dsv4_build_free(b);
     if (rc == 0 && sha_hex && ds4_sha256_file(path, sha_hex)) {
-        set_err(err, errlen, "%s: cannot hash the written file", path);
+        ds4_seterr(err, errlen, "%s: cannot hash the written file", path);
         rc = -1;
     }
     return rc;
@@ -795,11 +783,11 @@ int dsv4_gguf_rewrite(const gguf_file *f, const dsv4_gguf_edit *e,
     const char *named[] = {e->drop_tensor, e->retype_tensor, e->grow_tensor};
     for (size_t i = 0; i < DS4_ARRAY_LEN(named); i++)
         if (named[i] && !any_match(f, named[i])) {
-            set_err(err, errlen, "no tensor '%s' to edit", named[i]);
+            ds4_seterr(err, errlen, "no tensor '%s' to edit", named[i]);
             return -1;
         }
     if (e->drop_key && !gguf_find_kv(f, e->drop_key)) {
-        set_err(err, errlen, "no metadata key '%s' to drop", e->drop_key);
+        ds4_seterr(err, errlen, "no metadata key '%s' to drop", e->drop_key);
         return -1;
     }
     dsv4_build *b = build_new();
@@ -808,7 +796,7 @@ int dsv4_gguf_rewrite(const gguf_file *f, const dsv4_gguf_edit *e,
         if (is(kv->key, e->drop_key))
             continue;
         if (copy_kv(b, kv)) {
-            set_err(err, errlen, "cannot copy metadata key '%.*s'",
+            ds4_seterr(err, errlen, "cannot copy metadata key '%.*s'",
                     (int)kv->key.len, kv->key.ptr);
             dsv4_build_free(b);
             return -1;
@@ -826,7 +814,7 @@ int dsv4_gguf_rewrite(const gguf_file *f, const dsv4_gguf_edit *e,
         if (matches(t->name, e->retype_tensor)) {
             type = e->new_type;
             if (retype(b, t, type, &data, &nbytes)) {
-                set_err(err, errlen, "tensor '%.*s': cannot convert to "
+                ds4_seterr(err, errlen, "tensor '%.*s': cannot convert to "
                         "type %u", (int)t->name.len, t->name.ptr, type);
                 dsv4_build_free(b);
                 return -1;

@@ -1,6 +1,7 @@
 /* opts.c - table-driven option parsing, defaults and --help text. */
 #include "opts.h"
 
+#include "util.h"
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -8,18 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* printf into the caller's error buffer (which may be NULL). */
-__attribute__((format(printf, 3, 4))) static void seterr(char *err,
-                                                          size_t errlen,
-                                                          const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Parse a signed decimal integer into [lo, hi]; no trailing junk. */
 static int parse_i64(const char *s, long long lo, long long hi, long long *out)
@@ -72,7 +61,7 @@ int ds4_opt_set(const struct ds4_opt *o, const char *value, char *err,
     case DS4_OPT_FLAG:
         if (value && strcmp(value, "1") && strcmp(value, "0") &&
             strcmp(value, "true") && strcmp(value, "false")) {
-            seterr(err, errlen, "--%s takes no value (got \"%s\")", o->name,
+            ds4_seterr(err, errlen, "--%s takes no value (got \"%s\")", o->name,
                    value);
             return -1;
         }
@@ -83,7 +72,7 @@ int ds4_opt_set(const struct ds4_opt *o, const char *value, char *err,
         return 0;
     case DS4_OPT_INT:
         if (parse_i64(value, INT_MIN, INT_MAX, &i)) {
-            seterr(err, errlen, "--%s: \"%s\" is not an integer", o->name,
+            ds4_seterr(err, errlen, "--%s: \"%s\" is not an integer", o->name,
                    value);
             return -1;
         }
@@ -91,7 +80,7 @@ int ds4_opt_set(const struct ds4_opt *o, const char *value, char *err,
         return 0;
     case DS4_OPT_U64:
         if (parse_u64(value, (uint64_t *)o->ptr)) {
-            seterr(err, errlen,
+            ds4_seterr(err, errlen,
                    "--%s: \"%s\" is not a non-negative 64-bit integer",
                    o->name, value);
             return -1;
@@ -99,13 +88,13 @@ int ds4_opt_set(const struct ds4_opt *o, const char *value, char *err,
         return 0;
     case DS4_OPT_DOUBLE:
         if (parse_double(value, (double *)o->ptr)) {
-            seterr(err, errlen, "--%s: \"%s\" is not a finite number",
+            ds4_seterr(err, errlen, "--%s: \"%s\" is not a finite number",
                    o->name, value);
             return -1;
         }
         return 0;
     }
-    seterr(err, errlen, "--%s: bad option kind %d in table", o->name, o->kind);
+    ds4_seterr(err, errlen, "--%s: bad option kind %d in table", o->name, o->kind);
     return -1;
 }
 
@@ -153,14 +142,14 @@ static int parse_long(const struct ds4_opt *const *tables, int argc,
     if (!o) {
         if (len == 4 && !strncmp(arg, "help", 4))
             return DS4_OPTS_HELP;
-        seterr(err, errlen, "unknown option --%.*s (see --help)", (int)len,
+        ds4_seterr(err, errlen, "unknown option --%.*s (see --help)", (int)len,
                arg);
         return DS4_OPTS_ERROR;
     }
     const char *value = eq ? eq + 1 : NULL;
     if (!value && o->kind != DS4_OPT_FLAG) {
         if (*i + 1 >= argc) {
-            seterr(err, errlen, "option --%s needs a value", o->name);
+            ds4_seterr(err, errlen, "option --%s needs a value", o->name);
             return DS4_OPTS_ERROR;
         }
         value = argv[++*i];
@@ -177,17 +166,17 @@ static int parse_short(const struct ds4_opt *const *tables, int argc,
     if (!o) {
         if (c == 'h' && !argv[*i][2])
             return DS4_OPTS_HELP;
-        seterr(err, errlen, "unknown option -%c (see --help)", c);
+        ds4_seterr(err, errlen, "unknown option -%c (see --help)", c);
         return DS4_OPTS_ERROR;
     }
     const char *value = argv[*i][2] ? argv[*i] + 2 : NULL;
     if (o->kind == DS4_OPT_FLAG && value) {
-        seterr(err, errlen, "option -%c takes no value", c);
+        ds4_seterr(err, errlen, "option -%c takes no value", c);
         return DS4_OPTS_ERROR;
     }
     if (!value && o->kind != DS4_OPT_FLAG) {
         if (*i + 1 >= argc) {
-            seterr(err, errlen, "option -%c (--%s) needs a value", c, o->name);
+            ds4_seterr(err, errlen, "option -%c (--%s) needs a value", c, o->name);
             return DS4_OPTS_ERROR;
         }
         value = argv[++*i];
@@ -214,7 +203,7 @@ int ds4_opts_parse(const struct ds4_opt *const *tables, int argc, char **argv,
         else if (pos)
             pos[np++] = argv[i];
         else {
-            seterr(err, errlen, "unexpected argument \"%s\"", a);
+            ds4_seterr(err, errlen, "unexpected argument \"%s\"", a);
             return DS4_OPTS_ERROR;
         }
         if (rc != DS4_OPTS_OK)

@@ -4,6 +4,7 @@
 
 #include "hash.h"
 
+#include "util.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -38,18 +39,6 @@ _Static_assert(offsetof(struct ds4_shm_header, header_checksum) == 120, "");
 /* How often a reader re-reads a header caught mid-update before giving up. */
 #define HEADER_RETRIES 1000
 
-/* printf into the caller's error buffer (which may be NULL). */
-__attribute__((format(printf, 3, 4))) static void seterr(char *err,
-                                                          size_t errlen,
-                                                          const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Whether every byte of s is in the allowed character class. */
 static int name_chars_ok(const char *s, int allow_dash)
@@ -72,20 +61,20 @@ int ds4_shm_name(char *out, size_t outlen, const char *instance,
                  const char *purpose, char *err, size_t errlen)
 {
     if (!instance || !name_chars_ok(instance, 0) || strlen(instance) > 64) {
-        seterr(err, errlen,
+        ds4_seterr(err, errlen,
                "bad instance name \"%s\" (1-64 of [A-Za-z0-9_.])",
                instance ? instance : "");
         return -1;
     }
     if (!purpose || !name_chars_ok(purpose, 1) || strlen(purpose) > 64) {
-        seterr(err, errlen, "bad segment purpose \"%s\" (1-64 of [A-Za-z0-9_.-])",
+        ds4_seterr(err, errlen, "bad segment purpose \"%s\" (1-64 of [A-Za-z0-9_.-])",
                purpose ? purpose : "");
         return -1;
     }
     int n = snprintf(out, outlen, "/ds4-%u-%s-%s", (unsigned)getuid(),
                      instance, purpose);
     if (n < 0 || (size_t)n >= outlen) {
-        seterr(err, errlen, "segment name too long");
+        ds4_seterr(err, errlen, "segment name too long");
         return -1;
     }
     return 0;
@@ -97,7 +86,7 @@ static int valid_name(const char *name, char *err, size_t errlen)
     size_t n = name ? strlen(name) : 0;
     if (n < 2 || n > DS4_SHM_NAME_MAX || name[0] != '/' ||
         strchr(name + 1, '/')) {
-        seterr(err, errlen, "bad shared-memory name \"%s\"", name ? name : "");
+        ds4_seterr(err, errlen, "bad shared-memory name \"%s\"", name ? name : "");
         errno = EINVAL;
         return -1;
     }
@@ -175,39 +164,39 @@ int ds4_shm_header_check(const struct ds4_shm_header *h, uint64_t file_size,
                          char *err, size_t errlen)
 {
     if (memcmp(h->magic, DS4_SHM_MAGIC, 8)) {
-        seterr(err, errlen, "bad magic (not a ds4 segment)");
+        ds4_seterr(err, errlen, "bad magic (not a ds4 segment)");
         return -1;
     }
     if (h->layout_version != DS4_SHM_VERSION) {
-        seterr(err, errlen, "layout version %u, expected %u",
+        ds4_seterr(err, errlen, "layout version %u, expected %u",
                h->layout_version, DS4_SHM_VERSION);
         return -1;
     }
     if (h->header_size != DS4_SHM_HEADER_SIZE) {
-        seterr(err, errlen, "header size %u, expected %u", h->header_size,
+        ds4_seterr(err, errlen, "header size %u, expected %u", h->header_size,
                DS4_SHM_HEADER_SIZE);
         return -1;
     }
     if (h->payload_size > DS4_SHM_PAYLOAD_MAX ||
         h->total_size != h->header_size + h->payload_size) {
-        seterr(err, errlen, "inconsistent sizes (total %llu, payload %llu)",
+        ds4_seterr(err, errlen, "inconsistent sizes (total %llu, payload %llu)",
                (unsigned long long)h->total_size,
                (unsigned long long)h->payload_size);
         return -1;
     }
     if (h->total_size != file_size) {
-        seterr(err, errlen, "header says %llu bytes but segment has %llu",
+        ds4_seterr(err, errlen, "header says %llu bytes but segment has %llu",
                (unsigned long long)h->total_size,
                (unsigned long long)file_size);
         return -1;
     }
     if (h->state != DS4_SHM_STATE_PUBLISHING &&
         h->state != DS4_SHM_STATE_COMPLETE) {
-        seterr(err, errlen, "bad state %u", h->state);
+        ds4_seterr(err, errlen, "bad state %u", h->state);
         return -1;
     }
     if (header_sum(h) != h->header_checksum) {
-        seterr(err, errlen, "header checksum mismatch");
+        ds4_seterr(err, errlen, "header checksum mismatch");
         return -1;
     }
     return 0;
@@ -284,24 +273,24 @@ static int open_exclusive(const char *name, char *err, size_t errlen)
         if (fd >= 0)
             return fd;
         if (errno != EEXIST) {
-            seterr(err, errlen, "shm_open %s: %s", name, strerror(errno));
+            ds4_seterr(err, errlen, "shm_open %s: %s", name, strerror(errno));
             return -1;
         }
         pid_t live = 0;
         int r = remove_if_stale(name, getuid(), &live);
         if (r == 0) {
-            seterr(err, errlen, "segment %s exists and its creator pid %ld is alive",
+            ds4_seterr(err, errlen, "segment %s exists and its creator pid %ld is alive",
                    name, (long)live);
             errno = EEXIST;
             return -1;
         }
         if (r < 0) {
-            seterr(err, errlen, "cannot remove stale %s: %s", name,
+            ds4_seterr(err, errlen, "cannot remove stale %s: %s", name,
                    strerror(errno));
             return -1;
         }
     }
-    seterr(err, errlen, "segment %s keeps reappearing", name);
+    ds4_seterr(err, errlen, "segment %s keeps reappearing", name);
     errno = EEXIST;
     return -1;
 }
@@ -315,7 +304,7 @@ int ds4_shm_create(ds4_shm *s, const char *name, uint64_t payload_size,
     if (valid_name(name, err, errlen))
         return -1;
     if (payload_size > DS4_SHM_PAYLOAD_MAX) {
-        seterr(err, errlen, "payload of %llu bytes is too large",
+        ds4_seterr(err, errlen, "payload of %llu bytes is too large",
                (unsigned long long)payload_size);
         errno = EINVAL;
         return -1;
@@ -330,7 +319,7 @@ int ds4_shm_create(ds4_shm *s, const char *name, uint64_t payload_size,
         base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         int e = errno;
-        seterr(err, errlen, "cannot size/map %s (%zu bytes): %s", name, total,
+        ds4_seterr(err, errlen, "cannot size/map %s (%zu bytes): %s", name, total,
                strerror(e));
         close(fd);
         shm_unlink(name);
@@ -406,14 +395,14 @@ int ds4_shm_attach(ds4_shm *s, const char *name, unsigned mode, char *err,
     int fd = shm_open(name, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
     if (fd < 0) {
         int e = errno;
-        seterr(err, errlen, "cannot open segment %s: %s", name, strerror(e));
+        ds4_seterr(err, errlen, "cannot open segment %s: %s", name, strerror(e));
         errno = e;
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) < 0 || st.st_size < (off_t)DS4_SHM_HEADER_SIZE ||
         (uint64_t)st.st_size > DS4_SHM_HEADER_SIZE + DS4_SHM_PAYLOAD_MAX) {
-        seterr(err, errlen, "segment %s: size %lld cannot hold a header", name,
+        ds4_seterr(err, errlen, "segment %s: size %lld cannot hold a header", name,
                (long long)st.st_size);
         close(fd);
         errno = EINVAL;
@@ -423,7 +412,7 @@ int ds4_shm_attach(ds4_shm *s, const char *name, unsigned mode, char *err,
                       PROT_READ | (rw ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         int e = errno;
-        seterr(err, errlen, "cannot map segment %s: %s", name, strerror(e));
+        ds4_seterr(err, errlen, "cannot map segment %s: %s", name, strerror(e));
         close(fd);
         errno = e;
         return -1;
@@ -435,7 +424,7 @@ int ds4_shm_attach(ds4_shm *s, const char *name, unsigned mode, char *err,
     struct ds4_shm_header h;
     char why[200];
     if (snapshot_header(s, (uint64_t)st.st_size, &h, why, sizeof why)) {
-        seterr(err, errlen, "segment %s: %s", name, why);
+        ds4_seterr(err, errlen, "segment %s: %s", name, why);
         ds4_shm_detach(s);
         errno = EINVAL;
         return -1;
@@ -443,14 +432,14 @@ int ds4_shm_attach(ds4_shm *s, const char *name, unsigned mode, char *err,
     s->payload = (uint8_t *)base + DS4_SHM_HEADER_SIZE;
     s->payload_size = h.payload_size;
     if (!(mode & DS4_SHM_ANY_STATE) && h.state != DS4_SHM_STATE_COMPLETE) {
-        seterr(err, errlen, "segment %s is still being published", name);
+        ds4_seterr(err, errlen, "segment %s is still being published", name);
         ds4_shm_detach(s);
         errno = EAGAIN;
         return -1;
     }
     if ((mode & DS4_SHM_VERIFY) && (h.flags & DS4_SHM_F_CHECKSUM) &&
         ds4_hash64(s->payload, s->payload_size, 0) != h.payload_checksum) {
-        seterr(err, errlen, "segment %s: payload checksum mismatch", name);
+        ds4_seterr(err, errlen, "segment %s: payload checksum mismatch", name);
         ds4_shm_detach(s);
         errno = EINVAL;
         return -1;

@@ -42,18 +42,6 @@ _Static_assert(DS4_ARRAY_LEN(tab_eng) == DS4S_ENG_N, "engined table");
 _Static_assert(DS4_ARRAY_LEN(tab_kv) == DS4S_KV_N, "kvd table");
 _Static_assert(DS4_ARRAY_LEN(tab_gw) == DS4S_GW_N, "gatewayd table");
 
-/* printf into the caller's error buffer (which may be NULL). */
-__attribute__((format(printf, 3, 4))) static void seterr(char *err,
-                                                          size_t errlen,
-                                                          const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* The compiled-in table for a daemon kind. */
 const struct ds4_stat_def *ds4_stats_table(const char *daemon, size_t *n)
@@ -120,12 +108,12 @@ int ds4_stats_create_defs(ds4_stats *st, const char *instance,
     memset(st, 0, sizeof *st);
     st->shm.fd = -1;
     if (n == 0 || n > DS4_STATS_MAX || strlen(daemon) >= 32) {
-        seterr(err, errlen, "bad stats table for %s (%zu entries)", daemon, n);
+        ds4_seterr(err, errlen, "bad stats table for %s (%zu entries)", daemon, n);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
         if (!stat_name_ok(defs[i].name, DS4_STATS_NAME_MAX)) {
-            seterr(err, errlen, "bad stat name \"%s\"", defs[i].name);
+            ds4_seterr(err, errlen, "bad stat name \"%s\"", defs[i].name);
             return -1;
         }
     }
@@ -170,7 +158,7 @@ static int validate_payload(const ds4_stats *st, char *err, size_t errlen)
 {
     uint64_t psize = st->shm.payload_size;
     if (psize < STATS_HEAD) {
-        seterr(err, errlen, "stats payload too small (%llu bytes)",
+        ds4_seterr(err, errlen, "stats payload too small (%llu bytes)",
                (unsigned long long)psize);
         return -1;
     }
@@ -178,25 +166,25 @@ static int validate_payload(const ds4_stats *st, char *err, size_t errlen)
     if (memcmp(h->magic, STATS_MAGIC, 8) || h->count == 0 ||
         h->count > DS4_STATS_MAX ||
         h->desc_size != sizeof(struct ds4_stats_desc)) {
-        seterr(err, errlen, "not a stats segment (magic, count or descriptor size)");
+        ds4_seterr(err, errlen, "not a stats segment (magic, count or descriptor size)");
         return -1;
     }
     uint64_t dend = h->desc_offset + (uint64_t)h->count * h->desc_size;
     if (h->desc_offset < STATS_HEAD || h->desc_offset > psize || dend > psize ||
         h->values_offset % 8 || h->values_offset < dend ||
         h->values_offset > psize || (psize - h->values_offset) / 8 < h->count) {
-        seterr(err, errlen, "stats offsets out of bounds");
+        ds4_seterr(err, errlen, "stats offsets out of bounds");
         return -1;
     }
     if (strnlen(h->daemon, sizeof h->daemon) == sizeof h->daemon) {
-        seterr(err, errlen, "stats daemon name not terminated");
+        ds4_seterr(err, errlen, "stats daemon name not terminated");
         return -1;
     }
     const struct ds4_stats_desc *d = (const void *)(st->shm.payload + h->desc_offset);
     for (uint32_t i = 0; i < h->count; i++) {
         if (!stat_name_ok(d[i].name, sizeof d[i].name) || d[i].type > 1 ||
             strnlen(d[i].help, sizeof d[i].help) == sizeof d[i].help) {
-            seterr(err, errlen, "bad stats descriptor %u", i);
+            ds4_seterr(err, errlen, "bad stats descriptor %u", i);
             return -1;
         }
     }
@@ -229,7 +217,7 @@ int ds4_stats_attach(ds4_stats *st, const char *instance, const char *daemon,
     memset(st, 0, sizeof *st);
     st->shm.fd = -1;
     if (snprintf(purpose, sizeof purpose, "stats-%s", daemon) >= (int)sizeof purpose) {
-        seterr(err, errlen, "daemon name too long");
+        ds4_seterr(err, errlen, "daemon name too long");
         return -1;
     }
     if (ds4_shm_name(name, sizeof name, instance, purpose, err, errlen))

@@ -22,6 +22,11 @@ void *ds4_xrealloc(void *p, size_t n);
 char *ds4_xstrdup(const char *s);
 char *ds4_xstrndup(const char *s, size_t n);
 
+/* printf into a caller's error buffer (NULL or errlen 0: ignored); the
+ * result is always NUL-terminated. */
+void ds4_seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Monotonic time in nanoseconds. */
 uint64_t ds4_now_ns(void);
 
