@@ -32,17 +32,18 @@ LDLIBS  := -lzmq -ljansson -luuid -lpcre2-8 -lOpenCL -lcrypto -lpthread -lm -lrt
 DAEMONS := tokenizerd engined kvd gatewayd
 
 COMMON_SRC := $(wildcard common/*.c)
-COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
+OBJ     := $(BUILD)/obj
+COMMON_OBJ := $(COMMON_SRC:%.c=$(OBJ)/%.o)
 
 define daemon_lib
 $(1)_LIBSRC := $$(filter-out $(1)/$(1).c,$$(wildcard $(1)/*.c))
-$(1)_LIBOBJ := $$($(1)_LIBSRC:%.c=$$(BUILD)/%.o)
+$(1)_LIBOBJ := $$($(1)_LIBSRC:%.c=$$(OBJ)/%.o)
 endef
 $(foreach d,$(DAEMONS),$(eval $(call daemon_lib,$(d))))
 
 KERNEL_SRC := $(wildcard kernels/*.cl)
 KERNEL_GEN := $(BUILD)/gen/kernels_embed.c
-KERNEL_OBJ := $(BUILD)/gen/kernels_embed.o
+KERNEL_OBJ := $(OBJ)/gen/kernels_embed.o
 
 # Libraries in link order (dependents first).
 LIBS := $(BUILD)/libgatewayd.a $(BUILD)/libkvd.a $(BUILD)/libengined.a \
@@ -59,7 +60,7 @@ REPLAY_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/replay_%,$(FUZZ_SRC))
 .SECONDARY:
 all: $(DAEMON_BINS) $(TOOL_BINS) $(TEST_BINS) $(REPLAY_BINS)
 
-$(BUILD)/%.o: %.c
+$(OBJ)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
@@ -67,6 +68,7 @@ $(KERNEL_GEN): $(KERNEL_SRC) scripts/embed-kernels.sh
 	@mkdir -p $(dir $@)
 	sh scripts/embed-kernels.sh $(KERNEL_SRC) > $@.tmp && mv $@.tmp $@
 $(KERNEL_OBJ): $(KERNEL_GEN)
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libcommon.a: $(COMMON_OBJ)
@@ -84,20 +86,20 @@ $(BUILD)/libgatewayd.a: $(gatewayd_LIBOBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(foreach d,$(DAEMONS),$(eval $(BUILD)/$(d): $(BUILD)/$(d)/$(d).o $(LIBS) ; $$(CC) $$(LDFLAGS) $$< $(LIBS) $$(LDLIBS) -o $$@))
+$(foreach d,$(DAEMONS),$(eval $(BUILD)/$(d): $(OBJ)/$(d)/$(d).o $(LIBS) ; $$(CC) $$(LDFLAGS) $$< $(LIBS) $$(LDLIBS) -o $$@))
 
-$(BUILD)/%: $(BUILD)/tools/%.o $(LIBS)
+$(BUILD)/%: $(OBJ)/tools/%.o $(LIBS)
 	$(CC) $(LDFLAGS) $< $(LIBS) $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBS)
+$(BUILD)/tests/%: $(OBJ)/tests/unit/%.o $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(LIBS) $(LDLIBS) -o $@
 
 # Corpus replayer: the fuzz target plus a main() that feeds it every file
 # given on the command line (runs under gcc + ASan without libFuzzer).
-$(BUILD)/fuzz/replay_%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/replay_main.o $(LIBS)
+$(BUILD)/fuzz/replay_%: $(OBJ)/tests/fuzz/%.o $(OBJ)/tests/fuzz/replay_main.o $(LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(LIBS) $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $(filter %.o,$^) $(LIBS) $(LDLIBS) -o $@
 
 test: all
 	@sh scripts/run-unit-tests.sh $(BUILD)
