@@ -1,8 +1,7 @@
-/* tok_chat.c - DeepSeek V4 chat rendering (see tok_chat.h). The JSON here is
- * parsed by a small local parser rather than jansson because the tools block
+/* tok_chat.c - DeepSeek V4 chat rendering (see tok_chat.h). The request JSON
+ * is parsed with tok_pyjson (Python json semantics) because the tools block
  * and DSML arguments must be re-serialized exactly as Python's json module
- * does: key order, separators, arbitrary-size integers kept verbatim, floats
- * in Python's shortest repr, last value winning for duplicate keys. */
+ * does. */
 #include "tok_chat.h"
 
 #include <errno.h>
@@ -12,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tok_pyjson.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ */
@@ -147,617 +147,6 @@ void tok_chat_sb_free(struct tok_chat_sb *b)
 }
 
 /* ------------------------------------------------------------------ */
-/* UTF-8. */
-
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned min;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2, min = 0x80;
-    else if (c >= 0xe0 && c <= 0xef)
-        len = 3, min = 0x800;
-    else if (c >= 0xf0 && c <= 0xf4)
-        len = 4, min = 0x10000;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    unsigned cp = c & (0x3f >> (len - 1));
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
-/* Append code point cp as UTF-8. */
-static void put_utf8(struct tok_chat_sb *b, unsigned cp)
-{
-    char t[4];
-    size_t n;
-    if (cp < 0x80)
-        t[0] = (char)cp, n = 1;
-    else if (cp < 0x800)
-        t[0] = (char)(0xc0 | cp >> 6), t[1] = (char)(0x80 | (cp & 0x3f)), n = 2;
-    else if (cp < 0x10000)
-        t[0] = (char)(0xe0 | cp >> 12), t[1] = (char)(0x80 | ((cp >> 6) & 0x3f)),
-        t[2] = (char)(0x80 | (cp & 0x3f)), n = 3;
-    else
-        t[0] = (char)(0xf0 | cp >> 18), t[1] = (char)(0x80 | ((cp >> 12) & 0x3f)),
-        t[2] = (char)(0x80 | ((cp >> 6) & 0x3f)), t[3] = (char)(0x80 | (cp & 0x3f)), n = 4;
-    tok_chat_sb_put(b, t, n);
-}
-
-void tok_chat_json_quote(struct tok_chat_sb *b, const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    tok_chat_sb_put(b, "\"", 1);
-    size_t i = 0, run = 0;
-    while (i < n) {
-        unsigned c = u[i];
-        const char *esc = NULL;
-        char hex[8];
-        size_t step = 1;
-        if (c == '"')
-            esc = "\\\"";
-        else if (c == '\\')
-            esc = "\\\\";
-        else if (c == '\n')
-            esc = "\\n";
-        else if (c == '\r')
-            esc = "\\r";
-        else if (c == '\t')
-            esc = "\\t";
-        else if (c == '\b')
-            esc = "\\b";
-        else if (c == '\f')
-            esc = "\\f";
-        else if (c < 0x20) {
-            snprintf(hex, sizeof hex, "\\u%04x", c);
-            esc = hex;
-        } else if (c >= 0x80) {
-            step = utf8_seq(u + i, n - i);
-            if (!step) {
-                esc = "\xef\xbf\xbd"; /* U+FFFD for a byte that is not UTF-8 */
-                step = 1;
-            }
-        }
-        if (esc) {
-            tok_chat_sb_put(b, s + i - run, run);
-            run = 0;
-            tok_chat_sb_puts(b, esc);
-        } else {
-            run += step;
-        }
-        i += step;
-    }
-    tok_chat_sb_put(b, s + n - run, run);
-    tok_chat_sb_put(b, "\"", 1);
-}
-
-/* ------------------------------------------------------------------ */
-/* JSON values with Python json semantics. */
-
-enum { PJ_NULL, PJ_FALSE, PJ_TRUE, PJ_NUM, PJ_STR, PJ_ARR, PJ_OBJ };
-#define PJ_MAX_DEPTH 200
-
-struct pj;
-struct pj_kv;
-struct pj {
-    int t;
-    int is_float;    /* PJ_NUM: had a fraction or exponent, or NaN/Infinity */
-    char *s;         /* PJ_STR: decoded bytes; PJ_NUM: the lexeme */
-    size_t n;        /* bytes in s, or items in a / kv */
-    struct pj *a;    /* PJ_ARR items */
-    struct pj_kv *kv;/* PJ_OBJ members in first-seen order */
-};
-struct pj_kv {
-    char *k;
-    size_t kn;
-    struct pj v;
-};
-
-struct pj_parser {
-    const char *p, *end, *start;
-    int strict; /* 1: plain JSON, no NaN/Infinity */
-    char err[160];
-};
-
-/* Free the storage of v (not v itself). */
-static void pj_free(struct pj *v)
-{
-    if (v->t == PJ_ARR)
-        for (size_t i = 0; i < v->n; i++)
-            pj_free(&v->a[i]);
-    if (v->t == PJ_OBJ)
-        for (size_t i = 0; i < v->n; i++) {
-            free(v->kv[i].k);
-            pj_free(&v->kv[i].v);
-        }
-    free(v->s);
-    free(v->a);
-    free(v->kv);
-    memset(v, 0, sizeof *v);
-}
-
-/* Record a parse error (the first one wins). */
-static int pj_fail(struct pj_parser *ps, const char *what)
-{
-    if (!ps->err[0])
-        snprintf(ps->err, sizeof ps->err, "invalid JSON at byte %zu: %s", (size_t)(ps->p - ps->start),
-                 what);
-    return -1;
-}
-
-static void pj_ws(struct pj_parser *ps)
-{
-    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
-        ps->p++;
-}
-
-/* Four hex digits at p, or -1. */
-static int pj_hex4(const char *p)
-{
-    int v = 0;
-    for (int i = 0; i < 4; i++) {
-        int c = p[i], d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            d = c - 'A' + 10;
-        else
-            return -1;
-        v = v * 16 + d;
-    }
-    return v;
-}
-
-/* Parse a string literal (p at the opening quote) into out (malloc'd). */
-static int pj_string(struct pj_parser *ps, char **out, size_t *outn)
-{
-    struct tok_chat_sb b = {0};
-    const char *why = "unterminated string";
-    ps->p++;
-    while (ps->p < ps->end && *ps->p != '"') {
-        unsigned char c = (unsigned char)*ps->p;
-        if (c < 0x20) {
-            why = "control character in string";
-            goto bad;
-        }
-        if (c != '\\') { /* a run of plain UTF-8 */
-            const char *q = ps->p;
-            size_t l;
-            while (q < ps->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20 &&
-                   (l = utf8_seq((const unsigned char *)q, (size_t)(ps->end - q))))
-                q += l;
-            if (q == ps->p) {
-                why = "invalid UTF-8";
-                goto bad;
-            }
-            tok_chat_sb_put(&b, ps->p, (size_t)(q - ps->p));
-            ps->p = q;
-            continue;
-        }
-        char e = ps->end - ps->p >= 2 ? ps->p[1] : 0;
-        const char *simple = e ? strchr("\"\\/bfnrt", e) : NULL;
-        why = "bad escape";
-        if (simple) {
-            tok_chat_sb_put(&b, &"\"\\/\b\f\n\r\t"[simple - "\"\\/bfnrt"], 1);
-            ps->p += 2;
-            continue;
-        }
-        int cp = e == 'u' && ps->end - ps->p >= 6 ? pj_hex4(ps->p + 2) : -1;
-        if (cp < 0)
-            goto bad;
-        ps->p += 6;
-        why = "lone surrogate";
-        if (cp >= 0xd800 && cp <= 0xdbff) {
-            int lo = ps->end - ps->p >= 6 && ps->p[0] == '\\' && ps->p[1] == 'u' ? pj_hex4(ps->p + 2) : -1;
-            if (lo < 0xdc00 || lo > 0xdfff)
-                goto bad;
-            ps->p += 6;
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-        } else if (cp >= 0xdc00 && cp <= 0xdfff) {
-            goto bad;
-        }
-        put_utf8(&b, (unsigned)cp);
-        why = "unterminated string";
-    }
-    if (ps->p >= ps->end)
-        goto bad;
-    ps->p++;
-    *out = b.p ? b.p : ds4_xstrdup("");
-    *outn = b.len;
-    return 0;
-bad:
-    tok_chat_sb_free(&b);
-    return pj_fail(ps, why);
-}
-
-/* Parse a number lexeme (JSON grammar), kept verbatim. */
-static int pj_number(struct pj_parser *ps, struct pj *v)
-{
-    const char *s = ps->p, *p = s, *e = ps->end;
-    int isf = 0;
-    if (p < e && *p == '-')
-        p++;
-    if (p < e && *p == '0')
-        p++;
-    else if (p < e && *p >= '1' && *p <= '9')
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-    else
-        return pj_fail(ps, "bad number");
-    if (p < e && *p == '.') {
-        p++, isf = 1;
-        if (!(p < e && *p >= '0' && *p <= '9'))
-            return pj_fail(ps, "bad number");
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-    }
-    if (p < e && (*p == 'e' || *p == 'E')) {
-        p++, isf = 1;
-        if (p < e && (*p == '+' || *p == '-'))
-            p++;
-        if (!(p < e && *p >= '0' && *p <= '9'))
-            return pj_fail(ps, "bad number");
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-    }
-    v->t = PJ_NUM;
-    v->is_float = isf;
-    v->s = ds4_xstrndup(s, (size_t)(p - s));
-    v->n = (size_t)(p - s);
-    ps->p = p;
-    return 0;
-}
-
-/* Compare two object members by key bytes, then by position. */
-static int kv_cmp(const void *a, const void *b, void *ctx)
-{
-    const struct pj_kv *kv = ctx;
-    size_t i = *(const size_t *)a, j = *(const size_t *)b;
-    size_t n = kv[i].kn < kv[j].kn ? kv[i].kn : kv[j].kn;
-    int c = memcmp(kv[i].k, kv[j].k, n);
-    if (c)
-        return c;
-    if (kv[i].kn != kv[j].kn)
-        return kv[i].kn < kv[j].kn ? -1 : 1;
-    return i < j ? -1 : i > j;
-}
-
-/* Python dict semantics for duplicate keys: the first position keeps the
- * last value; the later duplicates disappear. */
-static void pj_dedupe(struct pj *o)
-{
-    if (o->n < 2)
-        return;
-    size_t *idx = ds4_xmalloc(o->n * sizeof *idx);
-    char *drop = ds4_xcalloc(o->n, 1);
-    int any = 0;
-    for (size_t i = 0; i < o->n; i++)
-        idx[i] = i;
-    qsort_r(idx, o->n, sizeof *idx, kv_cmp, o->kv);
-    for (size_t i = 0; i + 1 < o->n; i++) {
-        size_t g = i;
-        while (i + 1 < o->n && o->kv[idx[i + 1]].kn == o->kv[idx[g]].kn &&
-               memcmp(o->kv[idx[i + 1]].k, o->kv[idx[g]].k, o->kv[idx[g]].kn) == 0)
-            i++;
-        if (i > g) { /* group idx[g..i], ascending positions */
-            any = 1;
-            struct pj last = o->kv[idx[i]].v;
-            memset(&o->kv[idx[i]].v, 0, sizeof last);
-            pj_free(&o->kv[idx[g]].v);
-            o->kv[idx[g]].v = last;
-            for (size_t j = g + 1; j <= i; j++)
-                drop[idx[j]] = 1;
-        }
-    }
-    if (any) {
-        size_t w = 0;
-        for (size_t i = 0; i < o->n; i++) {
-            if (drop[i]) {
-                free(o->kv[i].k);
-                pj_free(&o->kv[i].v);
-            } else {
-                o->kv[w++] = o->kv[i];
-            }
-        }
-        o->n = w;
-    }
-    free(idx);
-    free(drop);
-}
-
-static int pj_value(struct pj_parser *ps, struct pj *v, int depth);
-
-/* Parse an array (p at '['). */
-static int pj_array(struct pj_parser *ps, struct pj *v, int depth)
-{
-    size_t cap = 0;
-    v->t = PJ_ARR;
-    ps->p++;
-    pj_ws(ps);
-    if (ps->p < ps->end && *ps->p == ']') {
-        ps->p++;
-        return 0;
-    }
-    for (;;) {
-        if (v->n == cap) {
-            cap = cap ? cap * 2 : 4;
-            v->a = ds4_xrealloc(v->a, cap * sizeof *v->a);
-        }
-        memset(&v->a[v->n], 0, sizeof v->a[0]);
-        v->n++;
-        if (pj_value(ps, &v->a[v->n - 1], depth + 1))
-            return -1;
-        pj_ws(ps);
-        if (ps->p < ps->end && *ps->p == ',') {
-            ps->p++;
-            continue;
-        }
-        if (ps->p < ps->end && *ps->p == ']') {
-            ps->p++;
-            return 0;
-        }
-        return pj_fail(ps, "expected ',' or ']'");
-    }
-}
-
-/* Parse an object (p at '{'). */
-static int pj_object(struct pj_parser *ps, struct pj *v, int depth)
-{
-    size_t cap = 0;
-    v->t = PJ_OBJ;
-    ps->p++;
-    pj_ws(ps);
-    if (ps->p < ps->end && *ps->p == '}') {
-        ps->p++;
-        return 0;
-    }
-    for (;;) {
-        pj_ws(ps);
-        if (!(ps->p < ps->end && *ps->p == '"'))
-            return pj_fail(ps, "expected a key");
-        if (v->n == cap) {
-            cap = cap ? cap * 2 : 4;
-            v->kv = ds4_xrealloc(v->kv, cap * sizeof *v->kv);
-        }
-        struct pj_kv *kv = &v->kv[v->n];
-        memset(kv, 0, sizeof *kv);
-        v->n++;
-        if (pj_string(ps, &kv->k, &kv->kn))
-            return -1;
-        pj_ws(ps);
-        if (!(ps->p < ps->end && *ps->p == ':'))
-            return pj_fail(ps, "expected ':'");
-        ps->p++;
-        if (pj_value(ps, &kv->v, depth + 1))
-            return -1;
-        pj_ws(ps);
-        if (ps->p < ps->end && *ps->p == ',') {
-            ps->p++;
-            continue;
-        }
-        if (ps->p < ps->end && *ps->p == '}') {
-            ps->p++;
-            pj_dedupe(v);
-            return 0;
-        }
-        return pj_fail(ps, "expected ',' or '}'");
-    }
-}
-
-/* True if the input at p starts with the literal lit. */
-static int pj_lit(struct pj_parser *ps, const char *lit)
-{
-    size_t n = strlen(lit);
-    if ((size_t)(ps->end - ps->p) < n || memcmp(ps->p, lit, n) != 0)
-        return 0;
-    ps->p += n;
-    return 1;
-}
-
-/* Parse any value; Python's json also accepts NaN, Infinity, -Infinity. */
-static int pj_value(struct pj_parser *ps, struct pj *v, int depth)
-{
-    if (depth > PJ_MAX_DEPTH)
-        return pj_fail(ps, "nested too deeply");
-    pj_ws(ps);
-    if (ps->p >= ps->end)
-        return pj_fail(ps, "unexpected end");
-    char c = *ps->p;
-    if (c == '{')
-        return pj_object(ps, v, depth);
-    if (c == '[')
-        return pj_array(ps, v, depth);
-    if (c == '"') {
-        v->t = PJ_STR;
-        return pj_string(ps, &v->s, &v->n);
-    }
-    if (pj_lit(ps, "null")) {
-        v->t = PJ_NULL;
-        return 0;
-    }
-    if (pj_lit(ps, "true")) {
-        v->t = PJ_TRUE;
-        return 0;
-    }
-    if (pj_lit(ps, "false")) {
-        v->t = PJ_FALSE;
-        return 0;
-    }
-    const char *lits[] = {"NaN", "Infinity", "-Infinity"};
-    for (int i = 0; i < 3 && !ps->strict; i++)
-        if (pj_lit(ps, lits[i])) {
-            v->t = PJ_NUM;
-            v->is_float = 1;
-            v->s = ds4_xstrdup(lits[i]);
-            v->n = strlen(lits[i]);
-            return 0;
-        }
-    return pj_number(ps, v);
-}
-
-/* Parse a whole document (strict: no Python extensions); on error *v is
- * freed and err filled. */
-static int pj_parse(const char *s, size_t n, struct pj *v, int strict, char *err, size_t errlen)
-{
-    struct pj_parser ps = {.p = s, .end = s + n, .start = s, .strict = strict};
-    memset(v, 0, sizeof *v);
-    int rc = pj_value(&ps, v, 0);
-    if (!rc) {
-        pj_ws(&ps);
-        if (ps.p != ps.end)
-            rc = pj_fail(&ps, "trailing characters");
-    }
-    if (rc) {
-        pj_free(v);
-        if (err && errlen)
-            snprintf(err, errlen, "%s", ps.err);
-    }
-    return rc;
-}
-
-/* Python's repr() of a double: shortest round-trip digits, exponent form
- * when the decimal point position is <= -4 or > 16. */
-static void py_float_repr(struct tok_chat_sb *b, double d)
-{
-    if (isnan(d)) {
-        tok_chat_sb_puts(b, "NaN");
-        return;
-    }
-    if (isinf(d)) {
-        tok_chat_sb_puts(b, d < 0 ? "-Infinity" : "Infinity");
-        return;
-    }
-    char buf[64];
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*e", prec - 1, d);
-        if (strtod(buf, NULL) == d)
-            break;
-    }
-    char dig[32];
-    size_t nd = 0;
-    const char *p = buf;
-    int neg = *p == '-';
-    if (neg)
-        p++;
-    for (; *p && *p != 'e'; p++)
-        if (*p != '.')
-            dig[nd++] = *p;
-    int exp = atoi(p + 1);
-    while (nd > 1 && dig[nd - 1] == '0')
-        nd--;
-    int decpt = d == 0 ? 1 : exp + 1;
-    if (neg)
-        tok_chat_sb_put(b, "-", 1);
-    if (decpt <= -4 || decpt > 16) {
-        tok_chat_sb_put(b, dig, 1);
-        if (nd > 1) {
-            tok_chat_sb_put(b, ".", 1);
-            tok_chat_sb_put(b, dig + 1, nd - 1);
-        }
-        snprintf(buf, sizeof buf, "e%c%02d", decpt - 1 < 0 ? '-' : '+', abs(decpt - 1));
-        tok_chat_sb_puts(b, buf);
-    } else if (decpt <= 0) {
-        tok_chat_sb_puts(b, "0.");
-        for (int i = 0; i < -decpt; i++)
-            tok_chat_sb_put(b, "0", 1);
-        tok_chat_sb_put(b, dig, nd);
-    } else if ((size_t)decpt < nd) {
-        tok_chat_sb_put(b, dig, (size_t)decpt);
-        tok_chat_sb_put(b, ".", 1);
-        tok_chat_sb_put(b, dig + decpt, nd - (size_t)decpt);
-    } else {
-        tok_chat_sb_put(b, dig, nd);
-        for (size_t i = nd; i < (size_t)decpt; i++)
-            tok_chat_sb_put(b, "0", 1);
-        tok_chat_sb_puts(b, ".0");
-    }
-}
-
-/* Serialize v as Python json.dumps(v, ensure_ascii=False). */
-static void pj_dump(struct tok_chat_sb *b, const struct pj *v)
-{
-    switch (v->t) {
-    case PJ_NULL: tok_chat_sb_puts(b, "null"); break;
-    case PJ_TRUE: tok_chat_sb_puts(b, "true"); break;
-    case PJ_FALSE: tok_chat_sb_puts(b, "false"); break;
-    case PJ_STR: tok_chat_json_quote(b, v->s, v->n); break;
-    case PJ_NUM:
-        if (!v->is_float)
-            tok_chat_sb_puts(b, strcmp(v->s, "-0") == 0 ? "0" : v->s);
-        else if (v->s[0] == 'N' || v->s[0] == 'I' || v->s[1] == 'I')
-            tok_chat_sb_puts(b, v->s);
-        else
-            py_float_repr(b, strtod(v->s, NULL));
-        break;
-    case PJ_ARR:
-        tok_chat_sb_put(b, "[", 1);
-        for (size_t i = 0; i < v->n; i++) {
-            if (i)
-                tok_chat_sb_put(b, ", ", 2);
-            pj_dump(b, &v->a[i]);
-        }
-        tok_chat_sb_put(b, "]", 1);
-        break;
-    case PJ_OBJ:
-        tok_chat_sb_put(b, "{", 1);
-        for (size_t i = 0; i < v->n; i++) {
-            if (i)
-                tok_chat_sb_put(b, ", ", 2);
-            tok_chat_json_quote(b, v->kv[i].k, v->kv[i].kn);
-            tok_chat_sb_put(b, ": ", 2);
-            pj_dump(b, &v->kv[i].v);
-        }
-        tok_chat_sb_put(b, "}", 1);
-        break;
-    }
-}
-
-/* Member key of object o, or NULL. */
-static const struct pj *pj_get(const struct pj *o, const char *key)
-{
-    if (!o || o->t != PJ_OBJ)
-        return NULL;
-    size_t kn = strlen(key);
-    for (size_t i = 0; i < o->n; i++)
-        if (o->kv[i].kn == kn && memcmp(o->kv[i].k, key, kn) == 0)
-            return &o->kv[i].v;
-    return NULL;
-}
-
-int tok_chat_json_valid(const char *s, size_t n)
-{
-    struct pj v;
-    if (pj_parse(s, n, &v, 1, NULL, 0))
-        return 0;
-    pj_free(&v);
-    return 1;
-}
-
-int tok_chat_json_canon(const char *s, size_t n, struct tok_chat_sb *out)
-{
-    struct pj v;
-    if (pj_parse(s, n, &v, 0, NULL, 0))
-        return -1;
-    pj_dump(out, &v);
-    pj_free(&v);
-    return 0;
-}
-
-/* ------------------------------------------------------------------ */
 /* Messages: validation, merging of tool results, dropping of reasoning. */
 
 enum { R_SYSTEM, R_DEVELOPER, R_USER, R_ASSISTANT, R_TOOL, R_REMINDER };
@@ -779,10 +168,10 @@ struct cmsg {
     int role, orig;
     const char *content;
     size_t content_n;
-    const struct pj *tools, *resp_fmt, *tool_calls;
+    const struct tok_pyjson *tools, *resp_fmt, *tool_calls;
     const char *reasoning;
     size_t reasoning_n;
-    const struct pj *raw_reasoning, *raw_body;
+    const struct tok_pyjson *raw_reasoning, *raw_body;
     int task, wo_eos;
     struct blk *blocks;
     size_t nblocks, capblocks;
@@ -801,25 +190,25 @@ static int fail(char *err, size_t errlen, const char *fmt_, ...)
 }
 
 /* Python truthiness of an optional container: present and non-empty. */
-static int truthy(const struct pj *v)
+static int truthy(const struct tok_pyjson *v)
 {
-    if (!v || v->t == PJ_NULL || v->t == PJ_FALSE)
+    if (!v || v->t == TOK_PYJSON_NULL || v->t == TOK_PYJSON_FALSE)
         return 0;
-    if (v->t == PJ_ARR || v->t == PJ_OBJ || v->t == PJ_STR)
+    if (v->t == TOK_PYJSON_ARR || v->t == TOK_PYJSON_OBJ || v->t == TOK_PYJSON_STR)
         return v->n > 0;
     return 1;
 }
 
 /* Optional string field: NULL/"" when absent or null; error otherwise. */
-static int opt_str(const struct pj *m, const char *key, int idx, const char **s, size_t *n, char *err,
+static int opt_str(const struct tok_pyjson *m, const char *key, int idx, const char **s, size_t *n, char *err,
                    size_t errlen)
 {
-    const struct pj *v = pj_get(m, key);
+    const struct tok_pyjson *v = tok_pyjson_get(m, key);
     *s = "";
     *n = 0;
-    if (!v || v->t == PJ_NULL)
+    if (!v || v->t == TOK_PYJSON_NULL)
         return 0;
-    if (v->t != PJ_STR)
+    if (v->t != TOK_PYJSON_STR)
         return fail(err, errlen, "messages[%d].%s: expected a string or null", idx, key);
     *s = v->s;
     *n = v->n;
@@ -829,39 +218,39 @@ static int opt_str(const struct pj *m, const char *key, int idx, const char **s,
 /* Flatten a tool message's content (string, null, or [{type,text}] blocks)
  * the way the official encoder does: text blocks joined by blank lines,
  * other blocks as "[Unsupported <type>]". */
-static int tool_content(const struct pj *c, int idx, struct blk *b, char *err, size_t errlen)
+static int tool_content(const struct tok_pyjson *c, int idx, struct blk *b, char *err, size_t errlen)
 {
-    if (!c || c->t == PJ_NULL) {
+    if (!c || c->t == TOK_PYJSON_NULL) {
         b->s = "";
         return 0;
     }
-    if (c->t == PJ_STR) {
+    if (c->t == TOK_PYJSON_STR) {
         b->s = c->s;
         b->n = c->n;
         return 0;
     }
-    if (c->t != PJ_ARR)
+    if (c->t != TOK_PYJSON_ARR)
         return fail(err, errlen, "messages[%d].content: expected a string, null or an array", idx);
     struct tok_chat_sb sb = {0};
     for (size_t i = 0; i < c->n; i++) {
-        const struct pj *e = &c->a[i];
-        if (e->t != PJ_OBJ) {
+        const struct tok_pyjson *e = &c->a[i];
+        if (e->t != TOK_PYJSON_OBJ) {
             tok_chat_sb_free(&sb);
             return fail(err, errlen, "messages[%d].content[%zu]: expected an object", idx, i);
         }
-        const struct pj *ty = pj_get(e, "type"), *tx = pj_get(e, "text");
+        const struct tok_pyjson *ty = tok_pyjson_get(e, "type"), *tx = tok_pyjson_get(e, "text");
         if (i)
             tok_chat_sb_puts(&sb, "\n\n");
-        if (ty && ty->t == PJ_STR && strcmp(ty->s, "text") == 0) {
-            if (tx && tx->t != PJ_STR && tx->t != PJ_NULL) {
+        if (ty && ty->t == TOK_PYJSON_STR && strcmp(ty->s, "text") == 0) {
+            if (tx && tx->t != TOK_PYJSON_STR && tx->t != TOK_PYJSON_NULL) {
                 tok_chat_sb_free(&sb);
                 return fail(err, errlen, "messages[%d].content[%zu].text: expected a string", idx, i);
             }
-            if (tx && tx->t == PJ_STR)
+            if (tx && tx->t == TOK_PYJSON_STR)
                 tok_chat_sb_put(&sb, tx->s, tx->n);
         } else {
             tok_chat_sb_puts(&sb, "[Unsupported ");
-            if (ty && ty->t == PJ_STR)
+            if (ty && ty->t == TOK_PYJSON_STR)
                 tok_chat_sb_put(&sb, ty->s, ty->n);
             else
                 tok_chat_sb_puts(&sb, "None");
@@ -877,52 +266,52 @@ static int tool_content(const struct pj *c, int idx, struct blk *b, char *err, s
 }
 
 /* Check an assistant's tool_calls: [{function:{name: string, arguments}}]. */
-static int check_tool_calls(const struct pj *tc, int idx, char *err, size_t errlen)
+static int check_tool_calls(const struct tok_pyjson *tc, int idx, char *err, size_t errlen)
 {
-    if (tc->t != PJ_ARR)
+    if (tc->t != TOK_PYJSON_ARR)
         return fail(err, errlen, "messages[%d].tool_calls: expected an array", idx);
     for (size_t j = 0; j < tc->n; j++) {
-        const struct pj *f = pj_get(&tc->a[j], "function");
-        if (tc->a[j].t != PJ_OBJ)
+        const struct tok_pyjson *f = tok_pyjson_get(&tc->a[j], "function");
+        if (tc->a[j].t != TOK_PYJSON_OBJ)
             return fail(err, errlen, "messages[%d].tool_calls[%zu]: expected an object", idx, j);
-        if (!f || f->t != PJ_OBJ)
+        if (!f || f->t != TOK_PYJSON_OBJ)
             return fail(err, errlen, "messages[%d].tool_calls[%zu].function: expected an object", idx, j);
-        const struct pj *nm = pj_get(f, "name"), *ar = pj_get(f, "arguments");
-        if (!nm || nm->t != PJ_STR)
+        const struct tok_pyjson *nm = tok_pyjson_get(f, "name"), *ar = tok_pyjson_get(f, "arguments");
+        if (!nm || nm->t != TOK_PYJSON_STR)
             return fail(err, errlen, "messages[%d].tool_calls[%zu].function.name: expected a string", idx,
                         j);
         if (!ar)
             return fail(err, errlen, "messages[%d].tool_calls[%zu].function.arguments: missing", idx, j);
-        const struct pj *id = pj_get(&tc->a[j], "id");
-        if (id && id->t != PJ_STR && id->t != PJ_NULL)
+        const struct tok_pyjson *id = tok_pyjson_get(&tc->a[j], "id");
+        if (id && id->t != TOK_PYJSON_STR && id->t != TOK_PYJSON_NULL)
             return fail(err, errlen, "messages[%d].tool_calls[%zu].id: expected a string", idx, j);
     }
     return 0;
 }
 
 /* Check a tools list: an array of objects. */
-static int check_tools(const struct pj *t, const char *where, char *err, size_t errlen)
+static int check_tools(const struct tok_pyjson *t, const char *where, char *err, size_t errlen)
 {
-    if (t->t != PJ_ARR)
+    if (t->t != TOK_PYJSON_ARR)
         return fail(err, errlen, "%s: expected an array", where);
     for (size_t j = 0; j < t->n; j++)
-        if (t->a[j].t != PJ_OBJ)
+        if (t->a[j].t != TOK_PYJSON_OBJ)
             return fail(err, errlen, "%s[%zu]: expected an object", where, j);
     return 0;
 }
 
 /* Validate message idx and fill c (blocks are added by the merge step). */
-static int load_msg(const struct pj *m, int idx, struct cmsg *c, char *err, size_t errlen)
+static int load_msg(const struct tok_pyjson *m, int idx, struct cmsg *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
     c->orig = idx;
     c->task = -1;
-    if (m->t != PJ_OBJ)
+    if (m->t != TOK_PYJSON_OBJ)
         return fail(err, errlen, "messages[%d]: expected an object", idx);
-    const struct pj *role = pj_get(m, "role");
+    const struct tok_pyjson *role = tok_pyjson_get(m, "role");
     if (!role)
         return fail(err, errlen, "messages[%d].role: missing", idx);
-    if (role->t != PJ_STR)
+    if (role->t != TOK_PYJSON_STR)
         return fail(err, errlen, "messages[%d].role: expected a string", idx);
     c->role = -1;
     for (int r = 0; r < 6; r++)
@@ -938,54 +327,54 @@ static int load_msg(const struct pj *m, int idx, struct cmsg *c, char *err, size
         return -1;
     char where[64];
     snprintf(where, sizeof where, "messages[%d].tools", idx);
-    const struct pj *v = pj_get(m, "tools");
-    if (v && v->t != PJ_NULL && check_tools(v, where, err, errlen))
+    const struct tok_pyjson *v = tok_pyjson_get(m, "tools");
+    if (v && v->t != TOK_PYJSON_NULL && check_tools(v, where, err, errlen))
         return -1;
     c->tools = truthy(v) && c->role != R_USER && c->role != R_TOOL ? v : NULL;
-    v = pj_get(m, "response_format");
-    if (v && v->t != PJ_NULL && v->t != PJ_OBJ)
+    v = tok_pyjson_get(m, "response_format");
+    if (v && v->t != TOK_PYJSON_NULL && v->t != TOK_PYJSON_OBJ)
         return fail(err, errlen, "messages[%d].response_format: expected an object", idx);
     c->resp_fmt = truthy(v) ? v : NULL;
-    v = pj_get(m, "tool_calls");
-    if (v && v->t != PJ_NULL && check_tool_calls(v, idx, err, errlen))
+    v = tok_pyjson_get(m, "tool_calls");
+    if (v && v->t != TOK_PYJSON_NULL && check_tool_calls(v, idx, err, errlen))
         return -1;
     c->tool_calls = c->role == R_ASSISTANT && truthy(v) ? v : NULL;
-    v = pj_get(m, "task");
-    if (v && v->t != PJ_NULL) {
-        for (int t = 0; t < N_TASKS && v->t == PJ_STR; t++)
+    v = tok_pyjson_get(m, "task");
+    if (v && v->t != TOK_PYJSON_NULL) {
+        for (int t = 0; t < N_TASKS && v->t == TOK_PYJSON_STR; t++)
             if (strcmp(v->s, task_names[t]) == 0 && strlen(task_names[t]) == v->n)
                 c->task = t;
         if (c->task < 0)
             return fail(err, errlen, "messages[%d].task: expected one of action, query, authority, "
                                      "domain, title, read_url", idx);
     }
-    v = pj_get(m, "wo_eos");
-    if (v && v->t != PJ_NULL && v->t != PJ_TRUE && v->t != PJ_FALSE)
+    v = tok_pyjson_get(m, "wo_eos");
+    if (v && v->t != TOK_PYJSON_NULL && v->t != TOK_PYJSON_TRUE && v->t != TOK_PYJSON_FALSE)
         return fail(err, errlen, "messages[%d].wo_eos: expected a boolean", idx);
-    c->wo_eos = v && v->t == PJ_TRUE;
-    v = pj_get(m, "_ds4_raw");
-    if (v && v->t != PJ_NULL) {
-        if (v->t != PJ_OBJ)
+    c->wo_eos = v && v->t == TOK_PYJSON_TRUE;
+    v = tok_pyjson_get(m, "_ds4_raw");
+    if (v && v->t != TOK_PYJSON_NULL) {
+        if (v->t != TOK_PYJSON_OBJ)
             return fail(err, errlen, "messages[%d]._ds4_raw: expected an object", idx);
-        const struct pj *rr = pj_get(v, "reasoning"), *rb = pj_get(v, "body");
-        if ((rr && rr->t != PJ_STR && rr->t != PJ_NULL) || (rb && rb->t != PJ_STR && rb->t != PJ_NULL))
+        const struct tok_pyjson *rr = tok_pyjson_get(v, "reasoning"), *rb = tok_pyjson_get(v, "body");
+        if ((rr && rr->t != TOK_PYJSON_STR && rr->t != TOK_PYJSON_NULL) || (rb && rb->t != TOK_PYJSON_STR && rb->t != TOK_PYJSON_NULL))
             return fail(err, errlen, "messages[%d]._ds4_raw.%s: expected a string or null", idx,
-                        rr && rr->t != PJ_STR && rr->t != PJ_NULL ? "reasoning" : "body");
+                        rr && rr->t != TOK_PYJSON_STR && rr->t != TOK_PYJSON_NULL ? "reasoning" : "body");
         if (c->role == R_ASSISTANT) {
-            c->raw_reasoning = rr && rr->t == PJ_STR ? rr : NULL;
-            c->raw_body = rb && rb->t == PJ_STR ? rb : NULL;
+            c->raw_reasoning = rr && rr->t == TOK_PYJSON_STR ? rr : NULL;
+            c->raw_body = rb && rb->t == TOK_PYJSON_STR ? rb : NULL;
         }
     }
     if (c->role == R_TOOL) {
         struct blk b = {.tool = 1, .id = "", .orig = idx};
-        if (tool_content(pj_get(m, "content"), idx, &b, err, errlen))
+        if (tool_content(tok_pyjson_get(m, "content"), idx, &b, err, errlen))
             return -1;
-        const struct pj *id = pj_get(m, "tool_call_id");
-        if (id && id->t != PJ_STR && id->t != PJ_NULL) {
+        const struct tok_pyjson *id = tok_pyjson_get(m, "tool_call_id");
+        if (id && id->t != TOK_PYJSON_STR && id->t != TOK_PYJSON_NULL) {
             free(b.owned);
             return fail(err, errlen, "messages[%d].tool_call_id: expected a string", idx);
         }
-        if (id && id->t == PJ_STR)
+        if (id && id->t == TOK_PYJSON_STR)
             b.id = id->s, b.idn = id->n;
         c->blocks = ds4_xmalloc(sizeof b);
         c->blocks[0] = b;
@@ -1041,21 +430,21 @@ static size_t merge_msgs(struct cmsg *in, size_t n, struct cmsg *out)
 
 /* The ids of an assistant's tool calls ("id", else "function.id"; NULL when
  * empty), in call order. */
-static const struct pj **call_ids(const struct pj *calls)
+static const struct tok_pyjson **call_ids(const struct tok_pyjson *calls)
 {
-    const struct pj **ids = ds4_xcalloc(calls->n + 1, sizeof *ids);
+    const struct tok_pyjson **ids = ds4_xcalloc(calls->n + 1, sizeof *ids);
     for (size_t j = 0; j < calls->n; j++) {
-        const struct pj *id = pj_get(&calls->a[j], "id");
+        const struct tok_pyjson *id = tok_pyjson_get(&calls->a[j], "id");
         if (!truthy(id))
-            id = pj_get(pj_get(&calls->a[j], "function"), "id");
-        ids[j] = truthy(id) && id->t == PJ_STR ? id : NULL;
+            id = tok_pyjson_get(tok_pyjson_get(&calls->a[j], "function"), "id");
+        ids[j] = truthy(id) && id->t == TOK_PYJSON_STR ? id : NULL;
     }
     return ids;
 }
 
 /* Order of a tool call id among ids (0 when unknown; the last duplicate
  * wins, as dict assignment does). */
-static size_t call_order(const struct pj **ids, size_t n, const struct blk *b)
+static size_t call_order(const struct tok_pyjson **ids, size_t n, const struct blk *b)
 {
     size_t best = 0;
     for (size_t j = 0; j < n; j++)
@@ -1082,7 +471,7 @@ static int keyed_cmp(const void *x, const void *y)
  * user turn by the position of their call in the last assistant tool_calls. */
 static void sort_tool_results(struct cmsg *ms, size_t n)
 {
-    const struct pj **ids = NULL;
+    const struct tok_pyjson **ids = NULL;
     size_t nids = 0;
     for (size_t i = 0; i < n; i++) {
         struct cmsg *m = &ms[i];
@@ -1224,11 +613,11 @@ static void fmt(struct rend *r, const char *tmpl, const struct field *f, size_t 
 /* The JSON of each tool's function object, one per line. */
 static void cb_tool_schemas(struct rend *r, const void *ctx, int msg)
 {
-    const struct pj *tools = ctx;
+    const struct tok_pyjson *tools = ctx;
     for (size_t i = 0; i < tools->n; i++) {
-        const struct pj *fn = pj_get(&tools->a[i], "function");
+        const struct tok_pyjson *fn = tok_pyjson_get(&tools->a[i], "function");
         struct tok_chat_sb b = {0};
-        pj_dump(&b, fn ? fn : &tools->a[i]);
+        tok_pyjson_dump(&b, fn ? fn : &tools->a[i]);
         if (i)
             emit_t(r, "\n", msg);
         emit(r, TOK_PIECE_CONTENT, b.p, b.len, msg, 0);
@@ -1237,7 +626,7 @@ static void cb_tool_schemas(struct rend *r, const void *ctx, int msg)
 }
 
 /* render_tools: the tools block. */
-static void render_tools(struct rend *r, const struct pj *tools, int msg)
+static void render_tools(struct rend *r, const struct tok_pyjson *tools, int msg)
 {
     struct field f[] = {FT("dsml_token", K_DSML), FT("thinking_start_token", K_THINK_OPEN),
                         FT("thinking_end_token", K_THINK_CLOSE), FCB("tool_schemas", cb_tool_schemas, tools)};
@@ -1245,10 +634,10 @@ static void render_tools(struct rend *r, const struct pj *tools, int msg)
 }
 
 /* "\n\n" + the response format block. */
-static void render_resp_fmt(struct rend *r, const struct pj *rf, int msg)
+static void render_resp_fmt(struct rend *r, const struct tok_pyjson *rf, int msg)
 {
     struct tok_chat_sb b = {0};
-    pj_dump(&b, rf);
+    tok_pyjson_dump(&b, rf);
     struct field f[] = {FC("schema", b.p, b.len)};
     emit_t(r, "\n\n", msg);
     fmt(r, K_RESPONSE_FORMAT, f, 1, msg);
@@ -1272,29 +661,29 @@ static void cb_developer(struct rend *r, const void *ctx, int msg)
 /* encode_arguments_to_dsml: one parameter line per argument. */
 static void cb_arguments(struct rend *r, const void *ctx, int msg)
 {
-    const struct pj *ar = ctx;
-    struct pj parsed = {0}, synth = {0};
-    struct pj_kv one;
-    const struct pj *obj = NULL;
-    if (ar->t == PJ_OBJ) {
+    const struct tok_pyjson *ar = ctx;
+    struct tok_pyjson parsed = {0}, synth = {0};
+    struct tok_pyjson_kv one;
+    const struct tok_pyjson *obj = NULL;
+    if (ar->t == TOK_PYJSON_OBJ) {
         obj = ar;
-    } else if (ar->t == PJ_STR && pj_parse(ar->s, ar->n, &parsed, 0, NULL, 0) == 0 && parsed.t == PJ_OBJ) {
+    } else if (ar->t == TOK_PYJSON_STR && tok_pyjson_parse(ar->s, ar->n, &parsed, 0, NULL, 0) == 0 && parsed.t == TOK_PYJSON_OBJ) {
         obj = &parsed;
     } else { /* not a JSON object: one parameter "arguments" holding it */
         one.k = (char *)"arguments";
         one.kn = 9;
         one.v = *ar;
-        synth.t = PJ_OBJ;
+        synth.t = TOK_PYJSON_OBJ;
         synth.n = 1;
         synth.kv = &one;
         obj = &synth;
     }
     for (size_t i = 0; i < obj->n; i++) {
-        const struct pj *v = &obj->kv[i].v;
+        const struct tok_pyjson *v = &obj->kv[i].v;
         struct tok_chat_sb b = {0};
-        int is_str = v->t == PJ_STR;
+        int is_str = v->t == TOK_PYJSON_STR;
         if (!is_str)
-            pj_dump(&b, v);
+            tok_pyjson_dump(&b, v);
         struct field f[] = {FT("dsml_token", K_DSML), FC("key", obj->kv[i].k, obj->kv[i].kn),
                             {"is_str", TOK_PIECE_TEMPLATE, is_str ? "true" : "false", is_str ? 4u : 5u, NULL, NULL},
                             FC("value", is_str ? v->s : b.p, is_str ? v->n : b.len)};
@@ -1303,16 +692,16 @@ static void cb_arguments(struct rend *r, const void *ctx, int msg)
         fmt(r, K_PARAM, f, 4, msg);
         tok_chat_sb_free(&b);
     }
-    pj_free(&parsed);
+    tok_pyjson_free(&parsed);
 }
 
 /* The invoke lines of a tool_calls block, joined by newlines. */
 static void cb_invokes(struct rend *r, const void *ctx, int msg)
 {
-    const struct pj *calls = ctx;
+    const struct tok_pyjson *calls = ctx;
     for (size_t j = 0; j < calls->n; j++) {
-        const struct pj *fn = pj_get(&calls->a[j], "function");
-        const struct pj *nm = pj_get(fn, "name"), *ar = pj_get(fn, "arguments");
+        const struct tok_pyjson *fn = tok_pyjson_get(&calls->a[j], "function");
+        const struct tok_pyjson *nm = tok_pyjson_get(fn, "name"), *ar = tok_pyjson_get(fn, "arguments");
         struct field f[] = {FT("dsml_token", K_DSML), FC("name", nm->s, nm->n), FCB("arguments", cb_arguments, ar)};
         if (j)
             emit_t(r, "\n", msg);
@@ -1430,23 +819,23 @@ static void render_msg(struct rend *r, const struct cmsg *ms, size_t n, size_t i
 /* Entry point. */
 
 /* Read a boolean override. */
-static int get_bool(const struct pj *root, const char *key, int *dst, char *err, size_t errlen)
+static int get_bool(const struct tok_pyjson *root, const char *key, int *dst, char *err, size_t errlen)
 {
-    const struct pj *v = pj_get(root, key);
-    if (!v || v->t == PJ_NULL)
+    const struct tok_pyjson *v = tok_pyjson_get(root, key);
+    if (!v || v->t == TOK_PYJSON_NULL)
         return 0;
-    if (v->t != PJ_TRUE && v->t != PJ_FALSE)
+    if (v->t != TOK_PYJSON_TRUE && v->t != TOK_PYJSON_FALSE)
         return fail(err, errlen, "%s: expected a boolean", key);
-    *dst = v->t == PJ_TRUE;
+    *dst = v->t == TOK_PYJSON_TRUE;
     return 0;
 }
 
 /* Apply the top-level option overrides of an object request. */
-static int read_overrides(const struct pj *root, struct tok_chat_opts *o, char *err, size_t errlen)
+static int read_overrides(const struct tok_pyjson *root, struct tok_chat_opts *o, char *err, size_t errlen)
 {
-    const struct pj *v = pj_get(root, "thinking_mode");
-    if (v && v->t != PJ_NULL) {
-        if (v->t != PJ_STR || (strcmp(v->s, "thinking") != 0 && strcmp(v->s, "chat") != 0))
+    const struct tok_pyjson *v = tok_pyjson_get(root, "thinking_mode");
+    if (v && v->t != TOK_PYJSON_NULL) {
+        if (v->t != TOK_PYJSON_STR || (strcmp(v->s, "thinking") != 0 && strcmp(v->s, "chat") != 0))
             return fail(err, errlen, "thinking_mode: expected \"thinking\" or \"chat\"");
         o->thinking = strcmp(v->s, "thinking") == 0;
     }
@@ -1454,18 +843,18 @@ static int read_overrides(const struct pj *root, struct tok_chat_opts *o, char *
         get_bool(root, "drop_thinking", &o->drop_thinking, err, errlen) ||
         get_bool(root, "add_bos", &o->add_bos, err, errlen))
         return -1;
-    v = pj_get(root, "reasoning_effort");
-    if (v && v->t != PJ_NULL) {
-        if (v->t != PJ_STR || (strcmp(v->s, "max") != 0 && strcmp(v->s, "high") != 0))
+    v = tok_pyjson_get(root, "reasoning_effort");
+    if (v && v->t != TOK_PYJSON_NULL) {
+        if (v->t != TOK_PYJSON_STR || (strcmp(v->s, "max") != 0 && strcmp(v->s, "high") != 0))
             return fail(err, errlen, "reasoning_effort: expected \"max\", \"high\" or null");
         o->effort_max = strcmp(v->s, "max") == 0;
     }
-    v = pj_get(root, "context_size");
-    if (v && v->t != PJ_NULL) {
+    v = tok_pyjson_get(root, "context_size");
+    if (v && v->t != TOK_PYJSON_NULL) {
         char *end;
         errno = 0;
-        unsigned long long c = v->t == PJ_NUM && !v->is_float && v->s[0] != '-' ? strtoull(v->s, &end, 10) : 0;
-        if (v->t != PJ_NUM || v->is_float || v->s[0] == '-' || errno)
+        unsigned long long c = v->t == TOK_PYJSON_NUM && !v->is_float && v->s[0] != '-' ? strtoull(v->s, &end, 10) : 0;
+        if (v->t != TOK_PYJSON_NUM || v->is_float || v->s[0] == '-' || errno)
             return fail(err, errlen, "context_size: expected a non-negative integer");
         o->ctx_size = c;
     }
@@ -1487,31 +876,31 @@ int tok_chat_render(const char *json, size_t len, const struct tok_chat_opts *op
                     struct tok_chat_result *out, char *err, size_t errlen)
 {
     struct tok_chat_opts o;
-    struct pj root;
+    struct tok_pyjson root;
     char perr[200];
     memset(out, 0, sizeof *out);
     if (opts)
         o = *opts;
     else
         tok_chat_opts_default(&o);
-    if (pj_parse(json, len, &root, 1, perr, sizeof perr))
+    if (tok_pyjson_parse(json, len, &root, 1, perr, sizeof perr))
         return fail(err, errlen, "%s", perr);
-    const struct pj *msgs = &root, *top_tools = NULL;
-    if (root.t == PJ_OBJ) {
-        msgs = pj_get(&root, "messages");
-        if (!msgs || msgs->t != PJ_ARR) {
-            pj_free(&root);
+    const struct tok_pyjson *msgs = &root, *top_tools = NULL;
+    if (root.t == TOK_PYJSON_OBJ) {
+        msgs = tok_pyjson_get(&root, "messages");
+        if (!msgs || msgs->t != TOK_PYJSON_ARR) {
+            tok_pyjson_free(&root);
             return fail(err, errlen, "messages: %s", msgs ? "expected an array" : "missing");
         }
-        top_tools = pj_get(&root, "tools");
-        if ((top_tools && top_tools->t != PJ_NULL && check_tools(top_tools, "tools", err, errlen)) ||
+        top_tools = tok_pyjson_get(&root, "tools");
+        if ((top_tools && top_tools->t != TOK_PYJSON_NULL && check_tools(top_tools, "tools", err, errlen)) ||
             read_overrides(&root, &o, err, errlen)) {
-            pj_free(&root);
+            tok_pyjson_free(&root);
             return -1;
         }
         top_tools = truthy(top_tools) ? top_tools : NULL;
-    } else if (root.t != PJ_ARR) {
-        pj_free(&root);
+    } else if (root.t != TOK_PYJSON_ARR) {
+        tok_pyjson_free(&root);
         return fail(err, errlen, "request: expected an array of messages or an object");
     }
     size_t n = msgs->n;
@@ -1520,7 +909,7 @@ int tok_chat_render(const char *json, size_t len, const struct tok_chat_opts *op
     for (size_t i = 0; i < n; i++)
         if (load_msg(&msgs->a[i], (int)i, &in[i + 1], err, errlen)) {
             free_msgs(in, i + 1);
-            pj_free(&root);
+            tok_pyjson_free(&root);
             return -1;
         }
     /* Top-level tools go to a leading system/developer message, else to a new empty system message. */
@@ -1553,7 +942,7 @@ int tok_chat_render(const char *json, size_t len, const struct tok_chat_opts *op
     if (x.think_max && nm == 0)
         emit_t(&r, K_REASONING_EFFORT_MAX, -1);
     free_msgs(ms, nm);
-    pj_free(&root);
+    tok_pyjson_free(&root);
     if (!r.text.p)
         r.text.p = ds4_xstrdup("");
     out->text = r.text.p;
