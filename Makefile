@@ -27,7 +27,7 @@ ifeq ($(SANITIZE),1)
 endif
 CFLAGS  ?=
 CFLAGS  += $(CFLAGS_BASE) $(OPT)
-LDLIBS  := -lzmq -ljansson -luuid -lpcre2-8 -lOpenCL -lcrypto -lpthread -lm -lrt
+LDLIBS  := -lzmq -ljansson -luuid -lpcre2-8 -lmicrohttpd -lOpenCL -lcrypto -lpthread -lm -lrt
 
 DAEMONS := tokenizerd engined kvd gatewayd
 
@@ -108,12 +108,12 @@ asan:
 	$(MAKE) BUILD=build-asan SANITIZE=1 test
 
 # libFuzzer builds (clang), one binary per target.
-FUZZ_BUILD := build-fuzz
+FUZZ_BUILD ?= build-fuzz
 fuzz:
 	@for t in $(FUZZ_SRC); do n=$$(basename $$t .c); mkdir -p $(FUZZ_BUILD); \
 	  echo "clang fuzz $$n"; \
 	  clang -std=gnu11 -g -O1 -D_GNU_SOURCE -I. -Icommon -fsanitize=fuzzer,address,undefined \
-	    $$t $(COMMON_SRC) $(tokenizerd_LIBSRC) $(LDLIBS) -o $(FUZZ_BUILD)/$$n || exit 1; done
+	    $$t $(COMMON_SRC) $(tokenizerd_LIBSRC) $(kvd_LIBSRC) $(gatewayd_LIBSRC) $(LDLIBS) -o $(FUZZ_BUILD)/$$n || exit 1; done
 
 FUZZ_SECONDS ?= 30
 fuzz-run: fuzz
