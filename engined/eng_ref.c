@@ -241,6 +241,8 @@ void eng_ref_close(eng_ref *m)
 
 const dsv4_hparams *eng_ref_hparams(const eng_ref *m) { return &m->hp; }
 
+const gguf_file *eng_ref_file(const eng_ref *m) { return m->f; }
+
 /* Dequantize (once) tensor id of layer (global ids: layer ignored). */
 static int load_tensor(eng_ref *m, int id, int layer, char *err, size_t errlen)
 {
@@ -663,6 +665,12 @@ static void moe(const eng_ref *m, int layer, const int32_t *ids, const float *x,
 int eng_ref_forward(eng_ref *m, const int32_t *ids, uint32_t n, float *logits,
                     char *err, size_t errlen)
 {
+    return eng_ref_forward_rows(m, ids, n, 0, logits, err, errlen);
+}
+
+int eng_ref_forward_rows(eng_ref *m, const int32_t *ids, uint32_t n, uint32_t row0,
+                         float *logits, char *err, size_t errlen)
+{
     const dsv4_hparams *hp = &m->hp;
     for (uint32_t t = 0; t < n; t++)
         if (ids[t] < 0 || (uint32_t)ids[t] >= hp->n_vocab) {
@@ -672,6 +680,10 @@ int eng_ref_forward(eng_ref *m, const int32_t *ids, uint32_t n, float *logits,
         }
     if (n == 0)
         return 0;
+    if (row0 >= n) {
+        ds4_seterr(err, errlen, "first logits row %u not below %u tokens", row0, n);
+        return -1;
+    }
     if (load_all(m, err, errlen))
         return -1;
     uint32_t H = hp->n_embd, hc = hp->n_hc;
@@ -703,7 +715,7 @@ int eng_ref_forward(eng_ref *m, const int32_t *ids, uint32_t n, float *logits,
     DS4_ASSERT(hc <= 64);
     const float *fn = W(m, DSV4_T_OUTPUT_HC_FN, -1), *base = W(m, DSV4_T_OUTPUT_HC_BASE, -1);
     float sc0 = W(m, DSV4_T_OUTPUT_HC_SCALE, -1)[0];
-    for (uint32_t t = 0; t < n; t++) {
+    for (uint32_t t = row0; t < n; t++) {
         const float *ht = h + (size_t)t * hc * H;
         memcpy(flat, ht, sizeof(float) * hc * H);
         rms_norm(flat, hc * H, NULL, hp->rms_eps);
@@ -718,7 +730,7 @@ int eng_ref_forward(eng_ref *m, const int32_t *ids, uint32_t n, float *logits,
         }
         rms_norm(xt, H, W(m, DSV4_T_OUTPUT_NORM, -1), hp->rms_eps);
     }
-    mm(W(m, DSV4_T_OUTPUT, -1), hp->n_vocab, H, x, n, logits);
+    mm(W(m, DSV4_T_OUTPUT, -1), hp->n_vocab, H, x + (size_t)row0 * H, n - row0, logits);
     free(flat);
     free(h);
     free(x);

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "common/dsv4_layout.h"
+#include "common/gguf.h"
 
 typedef struct eng_ref eng_ref;
 
@@ -28,11 +29,21 @@ void eng_ref_close(eng_ref *m);
 
 const dsv4_hparams *eng_ref_hparams(const eng_ref *m);
 
+/* The parsed file (for fingerprints). */
+const gguf_file *eng_ref_file(const eng_ref *m);
+
 /* Full prefill of ids[0..n): logits[n * n_vocab], row i = next-token
  * logits after ids[0..i]. Token ids must be < n_vocab. 0, or -1 + message
  * (bad id, tensor that cannot be dequantized). */
 int eng_ref_forward(eng_ref *m, const int32_t *ids, uint32_t n, float *logits,
                     char *err, size_t errlen);
+
+/* The same, but logits only for rows row0..n-1: logits[(n - row0) *
+ * n_vocab] (row0 = n - 1: just the next-token distribution, which skips
+ * most of the output head's cost). */
+int eng_ref_forward_rows(eng_ref *m, const int32_t *ids, uint32_t n,
+                         uint32_t row0, float *logits, char *err,
+                         size_t errlen);
 
 /* ---- mechanisms, exposed for unit tests -------------------------------- */
 
