@@ -356,6 +356,20 @@ static recipe recipe_for(const dsv4_tensor_spec *s)
     return r;
 }
 
+void dsv4_mk_recipe(int id, uint64_t fan_in, dsv4_value_recipe *out)
+{
+    dsv4_tensor_spec sp;
+    memset(&sp, 0, sizeof sp);
+    sp.id = id;
+    sp.ne[0] = fan_in;
+    recipe r = recipe_for(&sp);
+    out->lo = r.lo;
+    out->hi = r.hi;
+    out->off = r.off;
+    out->k = r.k;
+    out->nonzero = r.nonzero;
+}
+
 /* Draw n values of a recipe. */
 static void draw(uint64_t *s, const recipe *r, float *out, uint64_t n)
 {

@@ -61,6 +61,18 @@ typedef struct dsv4_mkmodel_opts {
  * 129280. seed 1, layout q2, tok NULL. */
 void dsv4_mkmodel_defaults(dsv4_mkmodel_opts *o);
 
+/* How the generator draws a tensor's values: v = (off + q) * 2^-k with q
+ * uniform in [lo, hi] (q = 0 replaced by 1 when nonzero): norms near 1,
+ * weight matrices with standard deviation ~ 1/sqrt(fan_in), and so on.
+ * Exposed for the synthetic full-width weights of the benchmark. */
+typedef struct dsv4_value_recipe {
+    int32_t lo, hi, off;
+    int k;
+    int nonzero;
+} dsv4_value_recipe;
+
+void dsv4_mk_recipe(int id, uint64_t fan_in, dsv4_value_recipe *out);
+
 /* A writer plus the buffers its tensors reference. */
 typedef struct dsv4_build dsv4_build;
 

@@ -410,16 +410,10 @@ static int upload_part(eng_model *m, eng_cl *cl, const eng_part *pt,
     return 0;
 }
 
-int eng_model_upload(eng_model *m, eng_cl *cl, const eng_plan *plan,
-                     eng_progress_fn progress, void *ud, char *err,
-                     size_t errlen)
+int eng_model_alloc(eng_model *m, eng_cl *cl, const eng_plan *plan, char *err,
+                    size_t errlen)
 {
     release_bufs(m);
-    for (uint32_t i = 0; i < m->n_tensors; i++)
-        if (!m->tensors[i].data)
-            return fail(err, errlen, "%s: tensor '%s' has no data to upload "
-                        "(a layout-only model)", m->path, m->tensors[i].name);
-    uint64_t t0 = ds4_now_ns();
     m->bufs = ds4_xcalloc(plan->n_bufs ? plan->n_bufs : 1, sizeof *m->bufs);
     m->n_bufs = plan->n_bufs;
     for (uint32_t i = 0; i < plan->n_bufs; i++) {
@@ -431,6 +425,26 @@ int eng_model_upload(eng_model *m, eng_cl *cl, const eng_plan *plan,
             return -1;
         }
     }
+    plan_copy(&m->plan, plan, m->n_tensors);
+    for (uint32_t i = 0; i < m->n_tensors; i++) {
+        m->tensors[i].part0 = plan->tensor_part0[i];
+        m->tensors[i].n_parts = plan->tensor_nparts[i];
+    }
+    return 0;
+}
+
+int eng_model_upload(eng_model *m, eng_cl *cl, const eng_plan *plan,
+                     eng_progress_fn progress, void *ud, char *err,
+                     size_t errlen)
+{
+    release_bufs(m);
+    for (uint32_t i = 0; i < m->n_tensors; i++)
+        if (!m->tensors[i].data)
+            return fail(err, errlen, "%s: tensor '%s' has no data to upload "
+                        "(a layout-only model)", m->path, m->tensors[i].name);
+    uint64_t t0 = ds4_now_ns();
+    if (eng_model_alloc(m, cl, plan, err, errlen))
+        return -1;
     uint64_t done = 0;
     for (uint32_t j = 0; j < plan->n_parts; j++) {
         if (upload_part(m, cl, &plan->parts[j], &done, plan->tensor_bytes,
@@ -445,11 +459,6 @@ int eng_model_upload(eng_model *m, eng_cl *cl, const eng_plan *plan,
         fail(err, errlen, "upload: %s", cl->err);
         release_bufs(m);
         return -1;
-    }
-    plan_copy(&m->plan, plan, m->n_tensors);
-    for (uint32_t i = 0; i < m->n_tensors; i++) {
-        m->tensors[i].part0 = plan->tensor_part0[i];
-        m->tensors[i].n_parts = plan->tensor_nparts[i];
     }
     m->upload_s = (ds4_now_ns() - t0) / 1e9;
     return 0;

@@ -149,6 +149,13 @@ int eng_model_upload(eng_model *m, eng_cl *cl, const eng_plan *plan,
                      eng_progress_fn progress, void *ud, char *err,
                      size_t errlen);
 
+/* Allocate the plan's buffers and adopt the plan (tensor lookups work
+ * afterwards) without copying any data: for eng_synth_fill, which
+ * generates synthetic weights on the device for layout-only models.
+ * 0, or -1 with err (nothing allocated). */
+int eng_model_alloc(eng_model *m, eng_cl *cl, const eng_plan *plan,
+                    char *err, size_t errlen);
+
 /* Device location of a tensor after upload: for a split tensor, part 0.
  * 0, or -1 when absent or not uploaded. */
 int eng_model_tensor(const eng_model *m, int id, int layer,
