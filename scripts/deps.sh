@@ -7,11 +7,12 @@ cd "$(dirname "$0")/.."
 
 # Build and runtime: compiler, libzmq, OpenCL ICD loader + headers, PoCL
 # (the CPU OpenCL device used in CI), jansson, libuuid, PCRE2,
-# libmicrohttpd, OpenSSL's libcrypto (SHA-256), clang (libFuzzer).
+# libmicrohttpd, OpenSSL's libcrypto (SHA-256), clang (libFuzzer); strace,
+# gdb and perf for the operations tests (attaching to a serving stage).
 PKGS="build-essential pkg-config clang libzmq3-dev libjansson-dev uuid-dev
       libpcre2-dev ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd clinfo
       libmicrohttpd-dev libssl-dev ca-certificates util-linux
-      iproute2 procps psmisc curl python3"
+      iproute2 procps psmisc curl python3 strace gdb linux-perf"
 # Node.js and npm: Debian's packages only when no node/npm is on the PATH
 # (a machine may already carry a newer Node.js with its own npm, which
 # Debian's npm package would conflict with).

@@ -208,7 +208,7 @@ daemon_pid() {
   [ -f "$pf" ] || return 1
   if flock -n -s "$pf" true 2>/dev/null; then return 1; fi
   pid=$(head -c 32 "$pf" 2>/dev/null | tr -dc 0-9)
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ -n "$pid" ] && alive "$pid" || return 1
   echo "$pid"
 }
 
@@ -305,7 +305,7 @@ start_daemon() {
       last=$(tail -n 1 "$log" 2>/dev/null | cut -c1-100)
       say "        $d: waiting for READY ($((now - t0))s) ${D}${last}${N}"
     fi
-    sleep 0.2
+    sleep 0.05
   done
   wait "$launcher"; rc=$?
   if [ $rc -ne 0 ] || ! pid=$(daemon_pid "$d"); then
@@ -316,23 +316,27 @@ start_daemon() {
   say "  ${G}ok${N}    $d ready (pid $pid, $(( $(date +%s) - t0 ))s)"
 }
 
+# A process that exists and is not a zombie (a stage killed or stopped is
+# reparented to init, which may take a while to reap it).
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]
+}
+
 # SIGTERM, wait for the drain (bounded), then SIGKILL.
 stop_daemon() {
   local d=$1 pid t0 grace=${DS4_STOP_TIMEOUT:-30}
   pid=$(daemon_pid "$d") || return 0
   kill -TERM "$pid" 2>/dev/null
   t0=$(date +%s)
-  while kill -0 "$pid" 2>/dev/null; do
+  while alive "$pid"; do
     if [ $(( $(date +%s) - t0 )) -ge "$grace" ]; then
       warn "$d (pid $pid) still running ${grace}s after SIGTERM: SIGKILL"
       kill -KILL "$pid" 2>/dev/null
+      while alive "$pid"; do sleep 0.05; done
       break
     fi
-    sleep 0.1
-  done
-  # A zombie or a killed process may take a moment to disappear.
-  while kill -0 "$pid" 2>/dev/null && [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ]; do
-    sleep 0.1
+    sleep 0.05
   done
   say "  stopped $d (pid $pid)"
 }

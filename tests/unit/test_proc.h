@@ -143,6 +143,36 @@ static inline int tp_wait_for(tp_proc *p, int which, const char *needle, int tim
     }
 }
 
+/* The process exists and is not a zombie (a daemon that exited is
+ * reparented to init, which may take a while to reap it). */
+static inline int tp_alive(pid_t pid)
+{
+    char path[64], buf[512];
+    if (pid <= 0 || kill(pid, 0) != 0)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *rp = strrchr(buf, ')');
+    return !(rp && rp[1] == ' ' && rp[2] == 'Z');
+}
+
+/* Wait until pid is gone (or a zombie); 0, or -1 after timeout_ms. */
+static inline int tp_wait_gone(pid_t pid, int timeout_ms)
+{
+    long long end = tp_now_ms() + timeout_ms;
+    while (tp_alive(pid)) {
+        if (tp_now_ms() >= end)
+            return -1;
+        poll(NULL, 0, 10);
+    }
+    return 0;
+}
+
 static inline void tp_close_stdin(tp_proc *p)
 {
     if (p->in >= 0)

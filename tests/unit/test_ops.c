@@ -1,0 +1,447 @@
+/* test_ops.c - operating the stack with scripts/ds4-up.sh, as an operator
+ * would (docs/OPERATIONS.md), on this build's binaries, loopback only, in a
+ * private run directory and shared-memory instance:
+ *   - start waits for every stage's READY and reports each; a second start
+ *     says the stack is running and starts nothing;
+ *   - kill -9 of any one stage, then start: only that stage comes back
+ *     (new pid), the others keep their pids and keep serving; no manual
+ *     cleanup of sockets, pidfiles or segments;
+ *   - restart of each stage alone: same, through SIGTERM and drain;
+ *   - strace -p, gdb -batch -p and perf stat -p attached to a serving
+ *     stage: requests sent meanwhile are answered, the stage survives;
+ *   - kill -9 of every stage, then start: the stack comes back with the
+ *     settings it had (saved in the run directory);
+ *   - stop: every stage gone, no pidfile held, no socket file, no stats
+ *     segment left.
+ * Stages whose binary is not built are reported and skipped (the script
+ * skips them too). "Serving" is a PING over ZeroMQ answered with ready:
+ * true, plus a real request per stage (TOKENIZE for tokenizerd; GET
+ * /health for gatewayd).
+ * The default test model is made once per build directory by the script
+ * itself (DS4_CACHE_DIR=<build>/tests/ds4-cache). */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "daemon.h"
+#include "stats.h"
+#include "test.h"
+#include "test_proc.h"
+#include "wire.h"
+
+#define ND 4
+static const char *const DN[ND] = {"kvd", "engined", "tokenizerd", "gatewayd"};
+
+static char g_build[1800], g_run[256], g_inst[32], g_port[16], g_cache[2048];
+static char g_env_cache[2100];
+static int g_built[ND];
+static void *g_zctx;
+
+/* ---- running the script ---------------------------------------------------------- */
+
+/* Run ds4-up.sh with the stack's common options plus args; output in p
+ * (caller frees). Returns the exit status, -1 on timeout. */
+static int up(tp_proc *p, const char *const *args, int timeout_ms)
+{
+    char *argv[48];
+    int n = 0;
+    argv[n++] = "/bin/bash";
+    argv[n++] = "scripts/ds4-up.sh";
+    for (int i = 0; args[i] && n < 30; i++)
+        argv[n++] = (char *)args[i];
+    const char *common[] = {"--build", g_build, "--run-dir", g_run, "--instance", g_inst,
+                            "--port", g_port, "--no-deps", "--no-build", NULL};
+    /* subcommands that take a daemon name keep it right after the command */
+    for (int i = 0; common[i]; i++)
+        argv[n++] = (char *)common[i];
+    argv[n] = NULL;
+    char *env[] = {g_env_cache, "DS4_STOP_TIMEOUT=20", NULL};
+    if (tp_spawn(p, argv, env))
+        return -1;
+    int rc = tp_finish(p, timeout_ms);
+    if (rc != 0 && rc != 1 && rc != 3)
+        fprintf(stderr, "ds4-up.sh %s: exit %d\n--- stdout\n%s--- stderr\n%s\n", args[0], rc,
+                p->obuf, p->ebuf);
+    return rc;
+}
+
+/* Start options for this test's stack. */
+#define START_ARGS "start", "--backend", "ref", "--test-mode", "--ctx", "1024", \
+                   "--kv-disk-space-mb", "64"
+
+/* Pid of a stage via `ds4-up.sh pid D`, 0 when not running. */
+static long stage_pid(const char *d)
+{
+    tp_proc p;
+    const char *args[] = {"pid", d, NULL};
+    long pid = 0;
+    if (up(&p, args, 30000) == 0)
+        pid = strtol(p.obuf, NULL, 10);
+    tp_free(&p);
+    return pid;
+}
+
+/* ---- talking to the stages ------------------------------------------------------- */
+
+/* One request/reply over a DEALER socket; reply type or -1. */
+static int zcall(const char *d, uint16_t type, const char *json, int timeout_ms, json_t **reply)
+{
+    char ep[512];
+    snprintf(ep, sizeof ep, "ipc://%s/%s.sock", g_run, d);
+    void *s = zmq_socket(g_zctx, ZMQ_DEALER);
+    int rc = -1;
+    if (!s)
+        return -1;
+    if (ds4w_socket_setup(s, 0) == 0 && zmq_connect(s, ep) == 0) {
+        ds4w_out o;
+        uint8_t id[16];
+        char err[256];
+        ds4w_uuid_new(id);
+        ds4w_out_init(&o, type, id);
+        if (json)
+            ds4w_out_json_text(&o, json, strlen(json));
+        if (ds4w_send(s, NULL, &o, 0, err, sizeof err) == 0) {
+            zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+            ds4w_msg m;
+            memset(&m, 0, sizeof m);
+            if (zmq_poll(&it, 1, timeout_ms) == 1 &&
+                ds4w_recv(s, &m, 0, 0, err, sizeof err) == DS4W_OK && !memcmp(m.reqid, id, 16)) {
+                rc = m.type;
+                if (reply)
+                    *reply = json_incref(m.json);
+            }
+            ds4w_msg_close(&m);
+        }
+        ds4w_out_free(&o);
+    }
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_close(s);
+    return rc;
+}
+
+/* GET path from the gateway; HTTP status or -1. */
+static int http_get(const char *path, int timeout_ms)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons((uint16_t)atoi(g_port))};
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    char req[256], buf[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                     path);
+    int status = -1;
+    if (write(fd, req, (size_t)n) == n) {
+        struct pollfd pf = {fd, POLLIN, 0};
+        ssize_t k;
+        if (poll(&pf, 1, timeout_ms) == 1 && (k = read(fd, buf, sizeof buf - 1)) > 12) {
+            buf[k] = 0;
+            sscanf(buf, "HTTP/1.%*d %d", &status);
+        }
+    }
+    close(fd);
+    return status;
+}
+
+/* The stage answers PING with ready:true and a real request. */
+static int serves(int i)
+{
+    const char *d = DN[i];
+    if (!strcmp(d, "gatewayd"))
+        return http_get("/health", 10000) == 200;
+    json_t *j = NULL;
+    int ok = zcall(d, DS4W_T_PING, NULL, 10000, &j) == DS4W_T_PONG &&
+             json_is_true(json_object_get(j, "ready"));
+    json_decref(j);
+    if (ok && !strcmp(d, "tokenizerd"))
+        ok = zcall(d, DS4W_T_TOKENIZE, "{\"text\":\"Hello, ops\"}", 10000, NULL) == DS4W_T_TOKENS;
+    return ok;
+}
+
+/* Every built stage runs with a pid and serves; pids into pid[]. */
+static int all_serve(long pid[ND], const char *when)
+{
+    int ok = 1;
+    for (int i = 0; i < ND; i++) {
+        if (!g_built[i])
+            continue;
+        pid[i] = stage_pid(DN[i]);
+        int s = pid[i] > 0 && serves(i);
+        CHECKF(s, "%s: %s not serving (pid %ld)", when, DN[i], pid[i]);
+        ok &= s;
+    }
+    return ok;
+}
+
+/* ---- scenarios --------------------------------------------------------------------- */
+
+static void test_start_twice(long pid[ND])
+{
+    tp_proc p;
+    const char *a[] = {START_ARGS, NULL};
+    int rc = up(&p, a, 300000);
+    CHECKF(rc == 0, "start: exit %d\n%s%s", rc, p.obuf, p.ebuf);
+    CHECK(strstr(p.obuf, "ds4 stack is up") != NULL);
+    CHECK(strstr(p.obuf, "TEST model") != NULL); /* no -m: says the output is noise */
+    for (int i = 0; i < ND; i++) {
+        char want[64];
+        snprintf(want, sizeof want, g_built[i] ? "%s ready (pid" : "skip  %s:", DN[i]);
+        CHECKF(strstr(p.obuf, want) != NULL, "start output lacks '%s'", want);
+    }
+    tp_free(&p);
+    all_serve(pid, "after start");
+    rc = up(&p, a, 60000);
+    CHECKF(rc == 0 && strstr(p.obuf, "already running"), "second start: %d %s", rc, p.obuf);
+    CHECK(strstr(p.obuf, "ready (pid") == NULL); /* nothing started */
+    tp_free(&p);
+    long again[ND] = {0};
+    all_serve(again, "after second start");
+    CHECK(memcmp(pid, again, sizeof again) == 0);
+}
+
+/* Stop one stage (kill -9, or restart through the script) and check that
+ * only it changed and everything serves again. */
+static void test_one_stage(long pid[ND], int victim, int use_restart)
+{
+    const char *d = DN[victim];
+    tp_proc p;
+    int rc;
+    if (!use_restart) {
+        CHECK(kill((pid_t)pid[victim], SIGKILL) == 0);
+        /* the script notices: status is not 0 and names it stopped */
+        CHECK(tp_wait_gone((pid_t)pid[victim], 10000) == 0);
+        const char *s[] = {"status", NULL};
+        rc = up(&p, s, 60000);
+        char want[64];
+        snprintf(want, sizeof want, "%-11s", d);
+        const char *line = strstr(p.obuf, want);
+        const char *eol = line ? strchr(line, '\n') : NULL;
+        const char *st = line ? strstr(line, "stopped") : NULL;
+        CHECKF(rc != 0 && st && eol && st < eol, "status after kill -9 %s: rc %d\n%s", d, rc,
+               p.obuf);
+        tp_free(&p);
+        const char *a[] = {START_ARGS, NULL};
+        rc = up(&p, a, 120000);
+        int others = 0;
+        for (int i = 0; i < ND; i++)
+            others += g_built[i] && i != victim;
+        /* with other stages still up, only the missing one is started */
+        CHECKF(rc == 0 && strstr(p.obuf, others ? "recovering" : "restarting the stack"),
+               "start after kill -9 %s: %d\n%s%s", d, rc, p.obuf, p.ebuf);
+    } else {
+        const char *a[] = {"restart", d, NULL};
+        rc = up(&p, a, 120000);
+        CHECKF(rc == 0, "restart %s: %d\n%s%s", d, rc, p.obuf, p.ebuf);
+    }
+    tp_free(&p);
+    long now[ND] = {0};
+    all_serve(now, use_restart ? "after restart" : "after kill -9 + start");
+    for (int i = 0; i < ND; i++) {
+        if (!g_built[i])
+            continue;
+        if (i == victim)
+            CHECKF(now[i] > 0 && now[i] != pid[i], "%s: pid %ld -> %ld", d, pid[i], now[i]);
+        else
+            CHECKF(now[i] == pid[i], "%s changed (%ld -> %ld) when only %s was %s", DN[i],
+                   pid[i], now[i], d, use_restart ? "restarted" : "killed");
+    }
+    memcpy(pid, now, sizeof now);
+}
+
+/* Run a debugging tool against a serving stage; requests sent while it is
+ * attached are answered. tool_ok: its output proves it saw the process. */
+static void attach_tool(const char *what, char *const argv[], int i, const char *wait_err,
+                        const char *want_out)
+{
+    tp_proc t;
+    CHECK(tp_spawn(&t, argv, NULL) == 0);
+    if (wait_err && tp_wait_for(&t, 2, wait_err, 30000)) {
+        int rc = tp_finish(&t, 10000);
+        if (strstr(t.ebuf, "ermission") || strstr(t.ebuf, "not permitted") ||
+            strstr(t.ebuf, "No such file"))
+            printf("skip %s: cannot attach here (%s)\n", what, t.ebuf);
+        else
+            CHECKF(0, "%s did not attach (exit %d): %s", what, rc, t.ebuf);
+        tp_free(&t);
+        return;
+    }
+    int answered = 0;
+    for (int k = 0; k < 5; k++)
+        answered += serves(i);
+    CHECKF(answered == 5, "%s attached: %d/5 requests answered", what, answered);
+    if (wait_err)
+        kill(t.pid, SIGINT); /* strace detaches on SIGINT */
+    int rc = tp_finish(&t, 60000);
+    int out_ok = strstr(t.obuf, want_out) || strstr(t.ebuf, want_out);
+    if (!wait_err && rc != 0 && (strstr(t.ebuf, "ermission") || strstr(t.ebuf, "not supported") ||
+                                 strstr(t.ebuf, "perf_event_paranoid")))
+        printf("skip %s: not permitted here\n", what);
+    else
+        CHECKF(out_ok, "%s: output lacks '%s' (exit %d)\n%s%s", what, want_out, rc, t.obuf,
+               t.ebuf);
+    tp_free(&t);
+}
+
+static int have_tool(const char *name)
+{
+    char path[256];
+    const char *dirs[] = {"/usr/bin", "/bin", "/usr/sbin", "/usr/local/bin", NULL};
+    for (int k = 0; dirs[k]; k++) {
+        snprintf(path, sizeof path, "%s/%s", dirs[k], name);
+        if (access(path, X_OK) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void test_debuggers(const long pid[ND])
+{
+    int i = 2; /* tokenizerd: always present */
+    if (!g_built[i])
+        return;
+    char ps[32], out[300];
+    snprintf(ps, sizeof ps, "%ld", pid[i]);
+    snprintf(out, sizeof out, "%s/strace.out", g_run);
+    if (have_tool("strace")) {
+        char *a[] = {"/usr/bin/strace", "-f", "-p", ps, "-o", out, NULL};
+        attach_tool("strace -p", a, i, "attached", "attached");
+        char *txt = test_read_file(out, NULL);
+        CHECKF(txt && (strstr(txt, "recv") || strstr(txt, "read(") || strstr(txt, "poll")),
+               "strace saw no socket activity: %.300s", txt ? txt : "");
+        free(txt);
+        unlink(out);
+    } else {
+        printf("skip strace: not installed (scripts/deps.sh installs it)\n");
+    }
+    if (have_tool("gdb")) {
+        char *a[] = {"/usr/bin/gdb", "-batch", "-nx", "-p", ps, "-ex", "info threads",
+                     "-ex", "bt", NULL};
+        attach_tool("gdb -batch -p", a, i, NULL, "main");
+    } else {
+        printf("skip gdb: not installed (scripts/deps.sh installs it)\n");
+    }
+    if (have_tool("perf")) {
+        char *a[] = {"/usr/bin/perf", "stat", "-e", "task-clock", "-p", ps, "--", "sleep", "0.5",
+                     NULL};
+        attach_tool("perf stat -p", a, i, NULL, "task-clock");
+    } else {
+        printf("skip perf: not installed\n");
+    }
+    CHECK(stage_pid("tokenizerd") == pid[i]);
+}
+
+/* kill -9 every stage at once; start brings back the same stack. */
+static void test_kill_all(long pid[ND])
+{
+    for (int i = 0; i < ND; i++)
+        if (g_built[i] && pid[i] > 0)
+            kill((pid_t)pid[i], SIGKILL);
+    for (int i = 0; i < ND; i++)
+        CHECK(!g_built[i] || tp_wait_gone((pid_t)pid[i], 10000) == 0);
+    tp_proc p;
+    const char *a[] = {"start", NULL}; /* no options: the saved settings apply */
+    int rc = up(&p, a, 120000);
+    CHECKF(rc == 0 && strstr(p.obuf, "restarting the stack that last ran"),
+           "start after kill -9 of everything: %d\n%s%s", rc, p.obuf, p.ebuf);
+    tp_free(&p);
+    long now[ND] = {0};
+    all_serve(now, "after kill -9 of all + start");
+    memcpy(pid, now, sizeof now);
+    /* the saved settings were used (the ctx given at the first start) */
+    char conf[300];
+    snprintf(conf, sizeof conf, "%s/stack.conf", g_run);
+    char *txt = test_read_file(conf, NULL);
+    CHECK(txt && strstr(txt, "SAVED_CTX=1024") && strstr(txt, "SAVED_BACKEND=ref"));
+    free(txt);
+}
+
+static void test_stop(const long pid[ND])
+{
+    tp_proc p;
+    const char *a[] = {"stop", NULL};
+    int rc = up(&p, a, 120000);
+    CHECKF(rc == 0 && strstr(p.obuf, "stopped"), "stop: %d %s", rc, p.obuf);
+    tp_free(&p);
+    for (int i = 0; i < ND; i++) {
+        if (!g_built[i])
+            continue;
+        CHECKF(!tp_alive((pid_t)pid[i]), "%s (pid %ld) still alive after stop", DN[i], pid[i]);
+        char f[300];
+        snprintf(f, sizeof f, "%s/%s.pid", g_run, DN[i]);
+        CHECK(ds4d_pidfile_owner(f) == 0);
+        snprintf(f, sizeof f, "%s/%s.sock", g_run, DN[i]);
+        CHECKF(access(f, F_OK) != 0, "%s left behind", f);
+    }
+    char names[8][32];
+    CHECK(ds4_stats_list(g_inst, names, 8) == 0);
+    const char *s[] = {"status", NULL};
+    rc = up(&p, s, 30000);
+    CHECK(rc != 0);
+    tp_free(&p);
+}
+
+/* Remove the run directory (logs, the kv dir) and anything of the instance. */
+static void cleanup(void)
+{
+    tp_proc p;
+    const char *a[] = {"stop", NULL};
+    up(&p, a, 120000);
+    tp_free(&p);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_run);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", g_run);
+    ds4_shm_cleanup_stale(getuid(), g_inst);
+}
+
+int main(void)
+{
+    if (tp_build_dir(g_build, sizeof g_build) || access("scripts/ds4-up.sh", R_OK)) {
+        fprintf(stderr, "test_ops: run from the repository root with a built tree\n");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(g_run, sizeof g_run, "/tmp/ds4-ops-%d-XXXXXX", (int)getpid());
+    if (!mkdtemp(g_run))
+        return 1;
+    chmod(g_run, 0700);
+    snprintf(g_inst, sizeof g_inst, "ops%d", (int)getpid());
+    snprintf(g_cache, sizeof g_cache, "%s/tests/ds4-cache", g_build);
+    snprintf(g_env_cache, sizeof g_env_cache, "DS4_CACHE_DIR=%s", g_cache);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0), port = 0;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    if (lfd >= 0 && bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0)
+        port = ntohs(sa.sin_port);
+    close(lfd);
+    snprintf(g_port, sizeof g_port, "%d", port);
+    for (int i = 0; i < ND; i++) {
+        char b[2048];
+        snprintf(b, sizeof b, "%s/%s", g_build, DN[i]);
+        g_built[i] = access(b, X_OK) == 0;
+        if (!g_built[i])
+            printf("note: %s is not built in %s; its operations are not tested\n", DN[i], g_build);
+    }
+    g_zctx = zmq_ctx_new();
+    long pid[ND] = {0};
+    test_start_twice(pid);
+    for (int i = 0; i < ND; i++)
+        if (g_built[i])
+            test_one_stage(pid, i, 0);
+    for (int i = 0; i < ND; i++)
+        if (g_built[i])
+            test_one_stage(pid, i, 1);
+    test_debuggers(pid);
+    test_kill_all(pid);
+    test_stop(pid);
+    cleanup();
+    zmq_ctx_term(g_zctx);
+    return test_main_end("test_ops");
+}
