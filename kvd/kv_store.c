@@ -653,19 +653,34 @@ static int write_body(kv_store *s, int fd, kv_hdr *h, const kv_put_req *r, char 
     kv_h64 hs;
     kv_h64_init(&hs, r->len, 0);
     const uint8_t *p = r->payload;
-    uint64_t off = h->payload_offset, left = r->len;
+    uint8_t *bounce = NULL;
+    if (r->src_fd >= 0 && r->len)
+        bounce = ds4_xmalloc(r->len < WRITE_CHUNK ? (size_t)r->len : WRITE_CHUNK);
+    uint64_t off = h->payload_offset, left = r->len, done = 0;
     /* First half, a crash point, then the rest in chunks. */
     uint64_t first = left / 2;
     while (left) {
-        size_t n = (size_t)(first ? first : (left < WRITE_CHUNK ? left : WRITE_CHUNK));
+        size_t n = (size_t)(first ? first : left);
         if (n > WRITE_CHUNK)
             n = WRITE_CHUNK;
-        kv_h64_update(&hs, p, n);
-        if (kv_pwrite_full(fd, p, n, off)) {
+        const uint8_t *src = p + done;
+        if (bounce) {
+            if (kv_pread_full(r->src_fd, bounce, n, r->src_off + done)) {
+                ds4_seterr(err, errlen, "reading the payload from the sender's segment: %s",
+                           strerror(errno));
+                free(bounce);
+                errno = EBADMSG;
+                return -1;
+            }
+            src = bounce;
+        }
+        kv_h64_update(&hs, src, n);
+        if (kv_pwrite_full(fd, src, n, off)) {
             ds4_seterr(err, errlen, "writing payload: %s", strerror(errno));
+            free(bounce);
             return -1;
         }
-        p += n;
+        done += n;
         off += n;
         left -= n;
         if (first) {
@@ -674,6 +689,7 @@ static int write_body(kv_store *s, int fd, kv_hdr *h, const kv_put_req *r, char 
                 kv_crashpoint("put.payload_half");
         }
     }
+    free(bounce);
     h->payload_checksum = kv_h64_final(&hs);
     if (r->expect_checksum && r->expect_checksum != h->payload_checksum) {
         ds4_seterr(err, errlen, "payload checksum %016llx differs from the declared %016llx",

@@ -63,7 +63,8 @@ enum {
     KV_OK = 0,
     KV_ERR_TOO_LARGE = 1, /* larger than the whole budget */
     KV_ERR_IO = 2,        /* disk error (full, read-only...): nothing stored */
-    KV_ERR_CHECKSUM = 3,  /* payload differs from the checksum it came with */
+    KV_ERR_CHECKSUM = 3,  /* payload differs from its declared checksum, or
+                             the source could not be read */
 };
 
 /* Open dir (created with parents when create is set), lock it, rebuild the
@@ -108,7 +109,11 @@ int kv_store_lookup(kv_store *s, const int32_t *ids, size_t n, const kv_query *q
 typedef struct kv_put_req {
     const int32_t *ids;
     size_t n;
-    const void *payload;
+    const void *payload;      /* the payload in memory, or */
+    int src_fd;               /* >= 0: read it from this fd (a sender's shm
+                                 segment: pread, so a segment that shrinks
+                                 under us gives an error, never SIGBUS) */
+    uint64_t src_off;         /* where it starts in src_fd */
     uint64_t len;
     uint64_t expect_checksum; /* ds4_hash64 of the payload, 0: unknown */
     const char *fingerprint;  /* 64 hex */

@@ -404,8 +404,9 @@ static kv_store_cfg cfg_budget(uint64_t budget)
 static int put(kv_store *s, const int32_t *ids, size_t n, const void *p, size_t len,
                const char *fp, uint64_t prefill_us, kv_put_res *res)
 {
-    kv_put_req r = {ids, n, p, len, ds4_hash64(p, len, 0), fp, FAM, "q2", KV_REASON_COLD,
-                    prefill_us};
+    kv_put_req r = {.ids = ids, .n = n, .payload = p, .src_fd = -1, .len = len,
+                    .expect_checksum = ds4_hash64(p, len, 0), .fingerprint = fp, .family = FAM,
+                    .quant = "q2", .reason = KV_REASON_COLD, .prefill_us = prefill_us};
     char err[256] = "";
     int rc = kv_store_put(s, &r, res, err, sizeof err);
     if (rc)
@@ -481,7 +482,8 @@ static void test_store(void)
           !strcmp(rr.key, r1.key));
     CHECK(look(&s, ids, 1500, FP_A, pay[2], 500, NULL) == 1000 && s.idx.n == 3);
     /* a wrong declared checksum is refused and leaves nothing behind */
-    kv_put_req bad = {ids, 10, pay[0], 100, 12345, FP_A, NULL, NULL, 0, 0};
+    kv_put_req bad = {.ids = ids, .n = 10, .payload = pay[0], .src_fd = -1, .len = 100,
+                      .expect_checksum = 12345, .fingerprint = FP_A};
     CHECK(kv_store_put(&s, &bad, &rr, err, sizeof err) == KV_ERR_CHECKSUM);
     CHECK(count_files(s.dir, ".tmp-") == 0 && s.idx.n == 3);
     uint64_t hits_before = s.idx.e[kv_index_find(&s.idx, r2.key)].hits;
@@ -558,7 +560,8 @@ static void test_store(void)
     CHECK(look(&s, ids + 300, 100, FP_A, NULL, 0, NULL) == 0);
     /* larger than the whole budget */
     uint8_t *huge = ds4_xcalloc(1, 4 * one);
-    kv_put_req hr = {ids, 10, huge, 4 * one, 0, FP_A, NULL, NULL, 0, 0};
+    kv_put_req hr = {.ids = ids, .n = 10, .payload = huge, .src_fd = -1, .len = 4 * one,
+                     .fingerprint = FP_A};
     CHECK(kv_store_put(&s, &hr, &rr, err, sizeof err) == KV_ERR_TOO_LARGE);
     free(huge);
     kv_store_close(&s);

@@ -1,0 +1,84 @@
+/* kv_service.h - kvd's request handlers as plain functions: a decoded
+ * request (ds4w_msg) in, a reply (ds4w_out) or an error code with a message
+ * out (like tok_service.h). The daemon loop only receives, dispatches and
+ * sends; the unit test drives every handler directly.
+ *
+ * Requests served (docs/PROTOCOL.md §5.1, §5.4):
+ *   PING        -> PONG
+ *   STATS_GET   -> STATS   (every kvd counter; info: dir, budget, ...)
+ *   KV_STATS    -> STATS   (the same)
+ *   KV_LOOKUP   -> KV_FOUND | KV_MISS
+ *                  the payload goes into a new transfer segment
+ *                  "/ds4-<uid>-<instance>-kvx.<pid>.<n>" made by kvd: data at
+ *                  offset KV_XFER_DATA_OFF (page-aligned), SHMREF checksum =
+ *                  the file's payload checksum (verified while reading);
+ *                  or inline bytes when the request has flag INLINE
+ *   KV_PUT      -> KV_STORED; payload from the sender's segment (SHMREF:
+ *                  read with pread, checksum checked if given) or inline
+ *   KV_RELEASE  -> OK (segment unlinked) | ERROR not_found
+ *   KV_SET_DIR  -> OK {dir, entries} | ERROR invalid_request (old dir kept)
+ *
+ * Transfer segments live until KV_RELEASE, or --kv-transfer-ttl-ms after
+ * they were made, or until the outstanding total would pass
+ * --kv-transfer-max-mb (oldest unlinked first). Unlinking never disturbs
+ * a reader that has already mapped a segment. */
+#ifndef DS4_KV_SERVICE_H
+#define DS4_KV_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv_store.h"
+#include "shm.h"
+#include "stats.h"
+#include "wire.h"
+
+#ifndef KVD_VERSION
+#define KVD_VERSION "0.1.0"
+#endif
+
+/* Where the payload starts in a KV_FOUND transfer segment. */
+#define KV_XFER_DATA_OFF 4096u
+#define KV_SVC_FIELD_MAX 64
+
+typedef struct kv_service_cfg {
+    const char *instance;     /* names transfer segments */
+    kv_store_cfg store;       /* budget, half-life, verify, stats */
+    uint64_t xfer_ttl_ms;     /* 0: until released */
+    uint64_t xfer_max_bytes;  /* 0: no cap */
+    int test_mode;
+} kv_service_cfg;
+
+typedef struct kv_xfer {
+    char name[DS4_SHM_NAME_MAX + 1];
+    uint64_t generation, bytes, created_ns;
+} kv_xfer;
+
+typedef struct kv_service {
+    kv_service_cfg cfg;
+    kv_store store;
+    int have_store;
+    uint64_t start_ns;
+    kv_xfer *xf;             /* outstanding transfer segments */
+    size_t nxf, capxf;
+    uint64_t xf_bytes, xseq;
+    char field[KV_SVC_FIELD_MAX];
+} kv_service;
+
+/* Open the storage directory (created when create is set) and start the
+ * service. 0, or -1 + err. */
+int kv_service_init(kv_service *s, const char *dir, int create, const kv_service_cfg *cfg,
+                    char *err, size_t errlen);
+/* Unlink outstanding transfer segments, close the store. */
+void kv_service_fini(kv_service *s);
+
+/* Handle one decoded request (see above). DS4W_OK with the reply in *out,
+ * or an error code with a message in err and, for invalid_request, the
+ * field in *field. */
+int kv_service_handle(kv_service *s, const ds4w_msg *m, ds4w_out *out, const char **field,
+                      char *err, size_t errlen);
+
+/* Housekeeping (expire transfer segments); call about once a second. */
+void kv_service_tick(kv_service *s);
+
+#endif

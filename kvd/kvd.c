@@ -1,0 +1,252 @@
+/* kvd.c - the KV cache daemon: keeps engined's session checkpoints on disk
+ * (kv_store.h), answers KV_LOOKUP with the longest stored prefix of a token
+ * sequence through a shared-memory transfer segment (or inline), stores
+ * KV_PUT checkpoints crash-safely within a space budget, and switches its
+ * storage directory on KV_SET_DIR (handlers in kv_service.c).
+ * Single-threaded: each request is answered before the next is read, so a
+ * directory switch never races a write, and draining after SIGTERM means
+ * answering what is already queued.
+ *
+ * Test mode (--test-mode) honours DS4_KVD_CRASH_AT=N (and optionally
+ * DS4_KVD_CRASH_FILTER=prefix): kvd SIGKILLs itself at the N-th crash
+ * point (kv_crashpoint) so tests can check every interrupted write. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "kv_service.h"
+#include "log.h"
+#include "util.h"
+#include "wire.h"
+
+struct kvd_opts {
+    const char *dir;
+    uint64_t space_mb;
+    double halflife_s;
+    int verify;
+    uint64_t xfer_ttl_ms;
+    uint64_t xfer_max_mb;
+    int test_mode;
+};
+
+/* Answer a message the decoder or a handler rejected. */
+static void send_error(ds4d *d, void *sock, ds4w_msg *m, int code, const char *field,
+                       const char *err)
+{
+    if (field)
+        m->bad_field = field;
+    ds4_warn("%s %s: %s%s%s", ds4w_type_name(m->type), ds4w_err_name(code), err,
+             m->bad_field ? " field=" : "", m->bad_field ? m->bad_field : "");
+    if (ds4w_reply_error(sock, m, code, err))
+        ds4_warn("cannot send ERROR: %s", zmq_strerror(errno));
+    else
+        ds4_stats_add(&d->stats, DS4S_frames_out, 1);
+}
+
+/* Receive and answer one message: 1 handled, 0 none waiting, -1 error. */
+static int serve_one(ds4d *d, void *sock, kv_service *svc)
+{
+    ds4w_msg m;
+    char err[1024] = "";
+    int rc = ds4w_recv(sock, &m, 1, ZMQ_DONTWAIT, err, sizeof err);
+    if (rc < 0) {
+        int e = errno;
+        ds4w_msg_close(&m);
+        if (e == EAGAIN || e == EINTR)
+            return 0;
+        ds4_err("receive: %s", zmq_strerror(e));
+        return -1;
+    }
+    static const uint8_t nil[16];
+    char rid[DS4W_UUID_STR];
+    ds4w_uuid_format(m.hdr_ok ? m.reqid : nil, rid);
+    ds4_log_set_reqid(rid);
+    ds4_stats_add(&d->stats, DS4S_frames_in, 1);
+    if (rc > 0) {
+        ds4_stats_add(&d->stats, DS4S_frames_bad, 1);
+        send_error(d, sock, &m, rc, NULL, err);
+    } else {
+        ds4w_out out;
+        const char *field = NULL;
+        uint64_t t0 = ds4_now_ns();
+        rc = kv_service_handle(svc, &m, &out, &field, err, sizeof err);
+        if (rc) {
+            send_error(d, sock, &m, rc, field, err);
+        } else {
+            char e2[256] = "";
+            uint16_t type = out.type;
+            if (ds4w_send(sock, &m.route, &out, ZMQ_DONTWAIT, e2, sizeof e2)) {
+                int e = errno;
+                ds4_warn("reply %s not sent: %s", ds4w_type_name(type), e2);
+                if (e == EINVAL)
+                    send_error(d, sock, &m, DS4W_E_INTERNAL, NULL, e2);
+            } else {
+                ds4_stats_add(&d->stats, DS4S_frames_out, 1);
+            }
+            ds4_debug("%s -> %s in %.3f ms", ds4w_type_name(m.type), ds4w_type_name(type),
+                      (double)(ds4_now_ns() - t0) / 1e6);
+        }
+    }
+    ds4_log_set_reqid(NULL);
+    ds4w_msg_close(&m);
+    return 1;
+}
+
+static int serve_pending(ds4d *d, void *sock, kv_service *svc)
+{
+    int rc;
+    while ((rc = serve_one(d, sock, svc)) > 0)
+        ;
+    return rc;
+}
+
+static void run_loop(ds4d *d, void *sock, kv_service *svc)
+{
+    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+    uint64_t last_tick = ds4_now_ns();
+    while (ds4d_running(d)) {
+        if (ds4d_draining(d)) {
+            serve_pending(d, sock, svc);
+            ds4_info("drained, stopping");
+            ds4d_stop(d);
+            break;
+        }
+        it.revents = 0;
+        int n = ds4d_poll(d, &it, 1, 1000);
+        if (n < 0)
+            break;
+        if (n > 0 && (it.revents & ZMQ_POLLIN) && serve_pending(d, sock, svc) < 0)
+            break;
+        if (ds4_now_ns() - last_tick > 1000000000ull) {
+            kv_service_tick(svc);
+            last_tick = ds4_now_ns();
+        }
+    }
+}
+
+static void *open_socket(ds4d *d, void *ctx)
+{
+    char ep[DS4D_PATH_MAX + 16];
+    void *sock = zmq_socket(ctx, ZMQ_ROUTER);
+    if (!sock) {
+        ds4_err("zmq_socket: %s", zmq_strerror(errno));
+        return NULL;
+    }
+    if (ds4w_socket_setup(sock, 1) || ds4d_endpoint(d, "kvd", ep, sizeof ep) ||
+        ds4d_bind(d, sock, ep)) {
+        ds4_err("cannot set up the kvd socket");
+        zmq_close(sock);
+        return NULL;
+    }
+    ds4_info("listening on %s", ep);
+    return sock;
+}
+
+/* The default storage directory: $XDG_CACHE_HOME/ds4/kv, ~/.cache/ds4/kv. */
+static const char *default_dir(char *buf, size_t len)
+{
+    const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+    if (x && *x == '/')
+        snprintf(buf, len, "%s/ds4/kv", x);
+    else if (h && *h == '/')
+        snprintf(buf, len, "%s/.cache/ds4/kv", h);
+    else
+        return NULL;
+    return buf;
+}
+
+/* Fault injection, only in test mode. */
+static void setup_crash(const struct kvd_opts *o)
+{
+    const char *at = getenv("DS4_KVD_CRASH_AT");
+    if (!at || !*at)
+        return;
+    if (!o->test_mode) {
+        ds4_warn("DS4_KVD_CRASH_AT is ignored without --test-mode");
+        return;
+    }
+    char *end;
+    unsigned long long n = strtoull(at, &end, 10);
+    if (*end) {
+        ds4_warn("DS4_KVD_CRASH_AT=%s is not a number; ignored", at);
+        return;
+    }
+    kv_crash_setup(n, getenv("DS4_KVD_CRASH_FILTER"));
+    ds4_warn("test mode: will SIGKILL at crash point %llu%s%s", n,
+             getenv("DS4_KVD_CRASH_FILTER") ? " matching " : "",
+             getenv("DS4_KVD_CRASH_FILTER") ? getenv("DS4_KVD_CRASH_FILTER") : "");
+}
+
+int main(int argc, char **argv)
+{
+    static struct kvd_opts o;
+    const struct ds4_opt extra[] = {
+        {"kv-disk-dir", 0, DS4_OPT_STRING, &o.dir, NULL,
+         "checkpoint directory (created; default $XDG_CACHE_HOME/ds4/kv or ~/.cache/ds4/kv)"},
+        {"kv-disk-space-mb", 0, DS4_OPT_U64, &o.space_mb, "8192",
+         "space budget of the directory in MiB (0: no limit)"},
+        {"kv-evict-halflife-s", 0, DS4_OPT_DOUBLE, &o.halflife_s, "21600",
+         "recency half-life of the eviction value, seconds"},
+        {"kv-verify-on-start", 0, DS4_OPT_FLAG, &o.verify, NULL,
+         "read and check every checkpoint completely at start and on a directory switch"},
+        {"kv-transfer-ttl-ms", 0, DS4_OPT_U64, &o.xfer_ttl_ms, "120000",
+         "unlink a KV_FOUND transfer segment not released within this time (0: never)"},
+        {"kv-transfer-max-mb", 0, DS4_OPT_U64, &o.xfer_max_mb, "16384",
+         "cap on unreleased transfer segments in MiB (oldest go first; 0: none)"},
+        {"test-mode", 0, DS4_OPT_FLAG, &o.test_mode, NULL,
+         "test mode: report it in PONG, honour DS4_KVD_CRASH_AT"},
+        {NULL, 0, 0, NULL, NULL, NULL},
+    };
+    ds4d d;
+    int rc = ds4d_init(&d, "kvd", argc, argv, extra, NULL);
+    if (rc == DS4D_INIT_HELP)
+        return 0;
+    if (rc != DS4D_INIT_OK)
+        return 1;
+    void *ctx = NULL, *sock = NULL;
+    kv_service svc;
+    int svc_ok = 0, status = 1;
+    char err[1024] = "", dbuf[4096];
+    const char *dir = o.dir ? o.dir : default_dir(dbuf, sizeof dbuf);
+    if (!dir) {
+        ds4_err("no --kv-disk-dir and neither XDG_CACHE_HOME nor HOME is set");
+        goto out;
+    }
+    if (o.halflife_s <= 0) {
+        ds4_err("--kv-evict-halflife-s must be > 0");
+        goto out;
+    }
+    setup_crash(&o);
+    int removed = ds4_shm_cleanup_stale(getuid(), d.opt.instance);
+    if (removed > 0)
+        ds4_info("removed %d stale shared-memory segments", removed);
+    kv_service_cfg cfg = {
+        .instance = d.opt.instance,
+        .store = {o.space_mb * 1024 * 1024, o.halflife_s, o.verify, &d.stats},
+        .xfer_ttl_ms = o.xfer_ttl_ms,
+        .xfer_max_bytes = o.xfer_max_mb * 1024 * 1024,
+        .test_mode = o.test_mode,
+    };
+    if (kv_service_init(&svc, dir, 1, &cfg, err, sizeof err)) {
+        ds4_err("cannot use the storage directory: %s", err);
+        goto out;
+    }
+    svc_ok = 1;
+    ctx = zmq_ctx_new();
+    if (!ctx || !(sock = open_socket(&d, ctx)) || ds4d_ready(&d))
+        goto out;
+    run_loop(&d, sock, &svc);
+    status = 0;
+out:
+    if (sock)
+        zmq_close(sock);
+    if (ctx)
+        zmq_ctx_term(ctx);
+    if (svc_ok)
+        kv_service_fini(&svc);
+    int fin = ds4d_fini(&d);
+    return status ? status : fin;
+}
