@@ -125,8 +125,11 @@
     F(GEN_CANCEL, reason, STRING, OPT)                                      \
     F(LOGITS_GET, top_k, UINT, OPT)                                         \
     F(LOGITS_GET, full, BOOL, OPT)                                          \
+    F(LOGITS_GET, cache, BOOL, OPT)                                         \
     F(LOGITS, n_vocab, UINT, REQ)                                           \
     F(LOGITS, top, ARRAY, OPT)                                              \
+    F(LOGITS, prompt_tokens, UINT, OPT)                                     \
+    F(LOGITS, cached_tokens, UINT, OPT)                                     \
     F(KV_LOOKUP, fingerprint, STRING, REQ)                                  \
     F(KV_LOOKUP, family_fingerprint, STRING, OPT)                           \
     F(KV_LOOKUP, allow_cross_quant, BOOL, OPT)                              \

@@ -246,6 +246,12 @@ static int eng_select_device(eng_cl *cl)
     return 0;
 }
 
+/* Whether the device runs the fast path's PTX (kernels/matmul_nv.cl). */
+static int eng_nv_capable(const eng_cl_info *in)
+{
+    return in->is_nvidia && in->has_ptx && in->cc_major >= 8;
+}
+
 /* Build options for this device: language level, work-group sizes and
  * capability macros the kernels branch on. */
 static void eng_make_options(eng_cl *cl)
@@ -270,8 +276,15 @@ static void eng_make_options(eng_cl *cl)
         n += snprintf(cl->options + n, sizeof cl->options - (size_t)n,
                       " -cl-nv-arch sm_%d%d", in->cc_major, in->cc_minor);
     if (in->has_ptx)
+        n += snprintf(cl->options + n, sizeof cl->options - (size_t)n,
+                      " -DDS4_HAS_PTX=1");
+    /* mma.sync m16n8k16 and cvt.rn.f16x2.f32 need sm_80 */
+    if (eng_nv_capable(in))
         snprintf(cl->options + n, sizeof cl->options - (size_t)n,
-                 " -DDS4_HAS_PTX=1");
+                 " -DDS4_NV_PTX=1");
+    const char *portable = getenv("DS4_CL_PORTABLE");
+    cl->nv_path = eng_nv_capable(in) &&
+                  !(portable && strcmp(portable, "1") == 0);
 }
 
 /* Build a program from count strings; on failure the log goes to *log.
@@ -760,8 +773,79 @@ static int eng_enqueue_rows(eng_cl *cl, uint32_t type, cl_mem wbuf,
     return 0;
 }
 
-/* Enqueue the mat-vec kernel of type: one work-group per row (GPU), or
- * the per-row kernel with one token (CPU). */
+/* Whether the fast path handles this type and shape (cl->nv_path aside). */
+static int eng_nv_applies(uint32_t type, uint32_t cols)
+{
+    return (type == DS4_TYPE_Q8_0 || type == DS4_TYPE_Q2_K ||
+            type == DS4_TYPE_Q4_K || type == DS4_TYPE_IQ2_XXS) &&
+           cols % 256 == 0;
+}
+
+/* The fast-path family for ntok tokens, its rows and tokens per
+ * work-group (kernels/matmul_nv.cl: NT n-tiles, KS column splits). */
+static const char *eng_nv_family(uint32_t ntok, uint32_t *rows_wg,
+                                 uint32_t *toks_wg)
+{
+    if (ntok <= 4) {
+        *rows_wg = 16, *toks_wg = 4;
+        return "nv_mv";
+    }
+    if (ntok <= 16) {
+        *rows_wg = 32, *toks_wg = 8;
+        return "nv_mv8";
+    }
+    *rows_wg = 128, *toks_wg = 32;
+    return "nv_mm";
+}
+
+const char *eng_cl_gemm_path(const eng_cl *cl, uint32_t type, uint32_t cols,
+                             uint32_t ntok)
+{
+    if (cl->nv_path && eng_nv_applies(type, cols)) {
+        uint32_t r, t;
+        return eng_nv_family(ntok ? ntok : 1, &r, &t);
+    }
+    if (cl->rows_kernels)
+        return "matmul_rows";
+    return ntok ? "matmul" : "matvec";
+}
+
+/* Enqueue the fast-path kernel (arguments checked by the caller): 256
+ * work-items per work-group, work-groups over row tiles x token tiles. */
+static int eng_enqueue_nv(eng_cl *cl, uint32_t type, cl_mem wbuf,
+                          uint64_t w_off, cl_mem x, uint32_t x_stride,
+                          cl_mem y, uint32_t y_stride, uint32_t rows,
+                          uint32_t cols, uint32_t ntok)
+{
+    uint32_t rows_wg, toks_wg;
+    const char *fam = eng_nv_family(ntok, &rows_wg, &toks_wg);
+    char name[64];
+    snprintf(name, sizeof name, "%s_%s", fam, eng_type_suffix(type));
+    cl_kernel k = eng_cl_kernel(cl, name);
+    if (!k)
+        return -1;
+    cl_ulong off = w_off;
+    cl_uint xs = x_stride, ys = y_stride, r = rows, c = cols, t = ntok;
+    size_t sizes[] = { sizeof wbuf, sizeof off, sizeof x, sizeof xs,
+                       sizeof y, sizeof ys, sizeof r, sizeof c, sizeof t };
+    const void *vals[] = { &wbuf, &off, &x, &xs, &y, &ys, &r, &c, &t };
+    if (eng_set_args(cl, k, 9, sizes, vals))
+        return -1;
+    size_t l[2] = { 256, 1 };
+    size_t g[2] = { ((size_t)rows + rows_wg - 1) / rows_wg * 256,
+                    ((size_t)ntok + toks_wg - 1) / toks_wg };
+    cl_int e = clEnqueueNDRangeKernel(cl->queue, k, 2, NULL, g, l, 0, NULL,
+                                      NULL);
+    if (e != CL_SUCCESS)
+        return eng_fail(cl, "%s: enqueue of %u x %u, %u tokens failed: %s",
+                        name, (unsigned)rows, (unsigned)cols, (unsigned)ntok,
+                        eng_cl_strerror(e));
+    return 0;
+}
+
+/* Enqueue the mat-vec kernel of type: the fast path where it applies,
+ * else one work-group per row (GPU), or the per-row kernel with one token
+ * (CPU). */
 int eng_cl_matvec(eng_cl *cl, uint32_t type, cl_mem wbuf, uint64_t w_off,
                   cl_mem x, cl_mem y, uint32_t rows, uint32_t cols)
 {
@@ -774,6 +858,9 @@ int eng_cl_matvec(eng_cl *cl, uint32_t type, cl_mem wbuf, uint64_t w_off,
                         (unsigned)cols, (unsigned)rows);
     if (rows == 0)
         return 0;
+    if (cl->nv_path && eng_nv_applies(type, cols))
+        return eng_enqueue_nv(cl, type, wbuf, w_off, x, cols, y, rows, rows,
+                              cols, 1);
     if (cl->rows_kernels)
         return eng_enqueue_rows(cl, type, wbuf, w_off, x, cols, y, rows,
                                 rows, cols, 1);
@@ -793,7 +880,8 @@ int eng_cl_matvec(eng_cl *cl, uint32_t type, cl_mem wbuf, uint64_t w_off,
     return 0;
 }
 
-/* Enqueue the tiled mat-mat kernel of type: 16 x 16 output tiles. */
+/* Enqueue the mat-mat: the fast path where it applies, else the tiled
+ * kernel of type (16 x 16 output tiles) or the per-row kernel (CPU). */
 int eng_cl_matmul(eng_cl *cl, uint32_t type, cl_mem wbuf, uint64_t w_off,
                   cl_mem x, uint32_t x_stride, cl_mem y, uint32_t y_stride,
                   uint32_t rows, uint32_t cols, uint32_t ntok)
@@ -813,6 +901,9 @@ int eng_cl_matmul(eng_cl *cl, uint32_t type, cl_mem wbuf, uint64_t w_off,
         return eng_fail(cl, "matmul: X needs %llu bytes and Y %llu bytes for "
                         "%u tokens", (unsigned long long)xneed,
                         (unsigned long long)yneed, (unsigned)ntok);
+    if (cl->nv_path && eng_nv_applies(type, cols))
+        return eng_enqueue_nv(cl, type, wbuf, w_off, x, x_stride, y,
+                              y_stride, rows, cols, ntok);
     if (cl->rows_kernels)
         return eng_enqueue_rows(cl, type, wbuf, w_off, x, x_stride, y,
                                 y_stride, rows, cols, ntok);

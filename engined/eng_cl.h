@@ -10,6 +10,14 @@
  * a substring of the device name) picks the device; otherwise the first GPU,
  * else the first device (PoCL's CPU device in CI).
  *
+ * Kernel paths: the portable kernels run everywhere; on NVIDIA devices
+ * with usable inline PTX and compute capability 8.0 or newer the quantized
+ * mat-vec / mat-mat (Q8_0, Q2_K, Q4_K, IQ2_XXS, cols a multiple of 256)
+ * take the tensor-core fast path of kernels/matmul_nv.cl instead.
+ * DS4_CL_PORTABLE=1 forces the portable path (cl->nv_path = 0). Tests may
+ * set cl->nv_path = 1 on any device: without PTX the fast path's kernels
+ * run with emulated PTX primitives (slow, for checking on PoCL).
+ *
  * Every failing call returns -1 (or NULL) and leaves a message naming the
  * problem in cl->err.
  *
@@ -77,6 +85,9 @@ typedef struct eng_cl {
     int rows_kernels;       /* 1: use the barrier-free per-row kernels
                                (matmul_rows_*) for mat-vec and mat-mat;
                                set for non-GPU devices, tests flip it */
+    int nv_path;            /* 1: quantized mat-vec / mat-mat use the
+                               NVIDIA fast path where it applies (see
+                               above); tests and tools may flip it */
     char err[2048];         /* message of the last failure */
 } eng_cl;
 
@@ -133,10 +144,19 @@ int eng_cl_matvec(eng_cl *cl, uint32_t type, cl_mem wbuf, uint64_t w_off,
                   cl_mem x, cl_mem y, uint32_t rows, uint32_t cols);
 
 /* Enqueue Y[t][r] = sum_c X[t][c] * W[r][c] for t < ntok, r < rows (a
- * prefill chunk). X rows are x_stride floats apart, Y rows y_stride floats
- * apart (x_stride >= cols, y_stride >= rows). Returns 0 or -1. */
+ * prefill chunk, or a batched mat-vec of a few tokens: on the fast path
+ * up to 4 tokens cost one pass over the weights, up to 16 one pass per 8).
+ * X rows are x_stride floats apart, Y rows y_stride floats apart
+ * (x_stride >= cols, y_stride >= rows). Returns 0 or -1. */
 int eng_cl_matmul(eng_cl *cl, uint32_t type, cl_mem wbuf, uint64_t w_off,
                   cl_mem x, uint32_t x_stride, cl_mem y, uint32_t y_stride,
                   uint32_t rows, uint32_t cols, uint32_t ntok);
+
+/* Name of the kernel family a mat-vec (ntok 0) or mat-mat of this type
+ * and shape would run on now: "nv_mv", "nv_mv8", "nv_mm" (fast path),
+ * "matvec", "matmul" (portable, work-group per row / tiled) or
+ * "matmul_rows" (portable, per row). For tools and tests. */
+const char *eng_cl_gemm_path(const eng_cl *cl, uint32_t type, uint32_t cols,
+                             uint32_t ntok);
 
 #endif

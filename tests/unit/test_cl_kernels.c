@@ -361,7 +361,8 @@ static int check_build(eng_cl *cl)
         return -1;
     printf("built %d kernel sources in %.2f s on %s\n", cl->n_progs,
            (ds4_now_ns() - t0) / 1e9, cl->info.name);
-    static const char *files[] = { "matvec.cl", "matmul.cl" };
+    static const char *files[] = { "matvec.cl", "matmul.cl",
+                                   "matmul_nv.cl" };
     for (size_t i = 0; i < DS4_ARRAY_LEN(files); i++) {
         const char *log = eng_cl_build_log(cl, files[i]);
         CHECKF(log != NULL, "%s not built", files[i]);
@@ -375,6 +376,13 @@ static int check_build(eng_cl *cl)
         for (size_t s = 0; s < DS4_ARRAY_LEN(suf); s++) {
             char name[64];
             snprintf(name, sizeof name, "%s_%s", ops[o], suf[s]);
+            CHECKF(eng_cl_kernel(cl, name) != NULL, "%s", cl->err);
+        }
+    static const char *nv[] = { "nv_mv", "nv_mv8", "nv_mm" };
+    for (size_t o = 0; o < DS4_ARRAY_LEN(nv); o++)
+        for (size_t s = 3; s < DS4_ARRAY_LEN(suf); s++) {
+            char name[64];
+            snprintf(name, sizeof name, "%s_%s", nv[o], suf[s]);
             CHECKF(eng_cl_kernel(cl, name) != NULL, "%s", cl->err);
         }
     CHECK(eng_cl_kernel(cl, "no_such_kernel") == NULL);
@@ -427,6 +435,52 @@ static void bench(eng_cl *cl)
     free(x);
 }
 
+/* The NVIDIA fast path (emulated PTX where the device has none): the
+ * quantized types over superblock-multiple column counts, row counts
+ * that leave partial 16-row tiles, column counts that leave partial
+ * chunks, and token counts that hit every kernel family and partial
+ * token tiles. Same references and tolerance as the portable path. */
+static void check_nv(eng_cl *cl)
+{
+    static const uint32_t qtypes[] = { DS4_TYPE_Q8_0, DS4_TYPE_Q2_K,
+                                       DS4_TYPE_Q4_K, DS4_TYPE_IQ2_XXS };
+    int saved = cl->nv_path;
+    cl->nv_path = 1;
+    for (size_t i = 0; i < DS4_ARRAY_LEN(qtypes); i++) {
+        uint32_t t = qtypes[i];
+        CHECKF(strncmp(eng_cl_gemm_path(cl, t, 512, 0), "nv_mv", 5) == 0,
+               "%s", eng_cl_gemm_path(cl, t, 512, 0));
+        CHECK(strcmp(eng_cl_gemm_path(cl, t, 512, 8), "nv_mv8") == 0);
+        CHECK(strcmp(eng_cl_gemm_path(cl, t, 512, 64), "nv_mm") == 0);
+        check_matvec(cl, t, 1, 256);
+        check_matvec(cl, t, 33, 768);
+        check_matvec(cl, t, 7, 2304); /* 9 superblocks: a partial chunk */
+        static const uint32_t toks[] = { 2, 4, 5, 13, 17, 40 };
+        for (size_t k = 0; k < DS4_ARRAY_LEN(toks); k++)
+            check_matmul(cl, t, k & 1 ? 130 : 20, k < 3 ? 2304 : 512,
+                         toks[k]);
+        check_bit_exact(cl, t);
+    }
+    /* the fast path does not take float types or other column counts */
+    CHECK(strcmp(eng_cl_gemm_path(cl, DS4_TYPE_F16, 512, 0), "nv_mv") != 0);
+    CHECK(strncmp(eng_cl_gemm_path(cl, DS4_TYPE_Q8_0, 96, 0), "nv_", 3)
+          != 0);
+    cl->nv_path = saved;
+}
+
+/* DS4_CL_PORTABLE=1 turns the fast path off at open. */
+static void check_portable_env(void)
+{
+    eng_cl c;
+    setenv("DS4_CL_PORTABLE", "1", 1);
+    CHECKF(eng_cl_open(&c) == 0, "%s", c.err);
+    CHECK(c.nv_path == 0);
+    CHECK(strcmp(eng_cl_gemm_path(&c, DS4_TYPE_Q8_0, 4096, 0), "nv_mv")
+          != 0);
+    eng_cl_close(&c);
+    unsetenv("DS4_CL_PORTABLE");
+}
+
 /* Every weight type over several shapes, mat-vec and mat-mat. */
 static void check_types(eng_cl *cl)
 {
@@ -469,17 +523,27 @@ int main(void)
     }
     printf("device: %s (%s), inline PTX %s\n", cl.info.name, cl.info.platform,
            cl.info.has_ptx ? "usable" : "no");
+    printf("fast path: %s by default\n", cl.nv_path ? "on" : "off");
     check_selection();
+    check_portable_env();
     if (check_build(&cl) == 0) {
         check_argument_errors(&cl);
-        int device_default = cl.rows_kernels;
-        /* both kernel families on every device: work-group per row /
-         * tiled (GPU default) and barrier-free per row (CPU default) */
+        int device_default = cl.rows_kernels, nv_default = cl.nv_path;
+        /* both portable kernel families on every device: work-group per
+         * row / tiled (GPU default) and barrier-free per row (CPU
+         * default), then the fast path */
+        cl.nv_path = 0;
         for (int v = 0; v < 2; v++) {
             cl.rows_kernels = v;
             check_types(&cl);
         }
         cl.rows_kernels = device_default;
+        uint64_t t0 = ds4_now_ns();
+        check_nv(&cl);
+        printf("fast-path checks (%s): %.2f s\n",
+               nv_default ? "PTX" : "emulated",
+               (ds4_now_ns() - t0) / 1e9);
+        cl.nv_path = nv_default;
         const char *b = getenv("DS4_CL_BENCH");
         for (int v = 0; b && strcmp(b, "1") == 0 && v < 2; v++) {
             cl.rows_kernels = v;
