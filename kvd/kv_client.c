@@ -13,6 +13,8 @@
 
 struct kv_client {
     void *ctx, *sock;
+    void *mon;          /* PAIR receiving the socket's disconnect events */
+    unsigned mon_n;
     int own_ctx;
     char endpoint[512];
     char instance[65];
@@ -44,9 +46,51 @@ int kvc_errcode(const kv_client *c)
 
 static void drop_socket(kv_client *c)
 {
+    if (c->mon) {
+        zmq_socket_monitor(c->sock, NULL, 0);
+        zmq_close(c->mon);
+        c->mon = NULL;
+    }
     if (c->sock)
         zmq_close(c->sock);
     c->sock = NULL;
+}
+
+/* Watch the socket's connection: a kvd that dies while we wait for its
+ * answer fails the call at once instead of at the deadline. Best effort
+ * (without a monitor only the deadline applies). */
+static void start_monitor(kv_client *c)
+{
+    char ep[96];
+    snprintf(ep, sizeof ep, "inproc://kvc-mon-%p-%u", (void *)c, ++c->mon_n);
+    if (zmq_socket_monitor(c->sock, ep, ZMQ_EVENT_DISCONNECTED))
+        return;
+    c->mon = zmq_socket(c->ctx, ZMQ_PAIR);
+    int zero = 0;
+    if (!c->mon || zmq_setsockopt(c->mon, ZMQ_LINGER, &zero, sizeof zero) ||
+        zmq_connect(c->mon, ep)) {
+        if (c->mon)
+            zmq_close(c->mon);
+        c->mon = NULL;
+        zmq_socket_monitor(c->sock, NULL, 0);
+    }
+}
+
+/* Read one monitor event (both frames): 1 if it was a disconnect, 0 other,
+ * -1 none waiting. */
+static int read_event(kv_client *c)
+{
+    uint8_t ev[16];
+    int n = zmq_recv(c->mon, ev, sizeof ev, ZMQ_DONTWAIT);
+    if (n < 0)
+        return -1;
+    int more = 0;
+    size_t ml = sizeof more;
+    char junk[256];
+    while (zmq_getsockopt(c->mon, ZMQ_RCVMORE, &more, &ml) == 0 && more)
+        zmq_recv(c->mon, junk, sizeof junk, 0);
+    uint16_t e = n >= 2 ? (uint16_t)(ev[0] | ev[1] << 8) : 0;
+    return e == ZMQ_EVENT_DISCONNECTED;
 }
 
 static int ensure_socket(kv_client *c, char *err, size_t errlen)
@@ -62,6 +106,7 @@ static int ensure_socket(kv_client *c, char *err, size_t errlen)
         return set_fail(c, DS4W_E_UNAVAILABLE, err, errlen, "cannot connect to %s: %s",
                         c->endpoint, zmq_strerror(e));
     }
+    start_monitor(c);
     return 0;
 }
 
@@ -129,6 +174,8 @@ static int call(kv_client *c, ds4w_out *o, ds4w_msg *rep, char *err, size_t errl
         return -1;
     }
     char e[256];
+    while (c->mon && read_event(c) >= 0)
+        ; /* events from before this request */
     if (ds4w_send(c->sock, NULL, o, ZMQ_DONTWAIT, e, sizeof e)) {
         int code = errno == EINVAL ? DS4W_E_INVALID_REQUEST : DS4W_E_UNAVAILABLE;
         drop_socket(c);
@@ -138,10 +185,22 @@ static int call(kv_client *c, ds4w_out *o, ds4w_msg *rep, char *err, size_t errl
     for (;;) {
         uint64_t now = ds4_now_ns();
         long left = now >= deadline ? 0 : (long)((deadline - now) / 1000000ull) + 1;
-        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
-        int n = left ? zmq_poll(&it, 1, left) : 0;
+        zmq_pollitem_t it[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->mon, 0, ZMQ_POLLIN, 0}};
+        int n = left ? zmq_poll(it, c->mon ? 2 : 1, left) : 0;
         if (n < 0 && errno == EINTR)
             continue;
+        if (n > 0 && !(it[0].revents & ZMQ_POLLIN)) {
+            int ev;
+            while ((ev = read_event(c)) == 0)
+                ;
+            if (ev == 1) {
+                drop_socket(c);
+                return set_fail(c, DS4W_E_UNAVAILABLE, err, errlen,
+                                "kvd went away while answering %s (%s)", ds4w_type_name(type),
+                                c->endpoint);
+            }
+            continue;
+        }
         if (n <= 0) {
             drop_socket(c);
             return set_fail(c, DS4W_E_UNAVAILABLE, err, errlen,

@@ -2,7 +2,9 @@
  *
  * One kv_client is one DEALER connection to kvd, used by one thread. Every
  * call has a deadline (opts.timeout_ms): kvd down or stuck gives a clean
- * error (DS4W_E_UNAVAILABLE), never a hang; after a timeout the socket is
+ * error (DS4W_E_UNAVAILABLE), never a hang, and a kvd that dies while a call
+ * waits fails it at once (a socket monitor sees the connection close); after
+ * a failure the socket is
  * replaced, so a late reply can never be taken for the answer to a later
  * request (replies are also matched by request id).
  *
