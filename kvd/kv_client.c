@@ -253,7 +253,10 @@ static int seg_reserve(kv_client *c, size_t len, char *err, size_t errlen)
     }
     uint64_t size = (len + (1u << 20) - 1) / (1u << 20) * (1u << 20);
     char purpose[64], name[DS4_SHM_NAME_MAX + 1], e[256];
-    snprintf(purpose, sizeof purpose, "kvput.%ld.%u", (long)getpid(), ++c->seg_n);
+    /* unique within the process: several clients (threads) may put */
+    static unsigned seq;
+    c->seg_n = __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED);
+    snprintf(purpose, sizeof purpose, "kvput.%ld.%u", (long)getpid(), c->seg_n);
     if (ds4_shm_name(name, sizeof name, c->instance, purpose, e, sizeof e) ||
         ds4_shm_create(&c->seg, name, size ? size : 4096, 0, e, sizeof e)) {
         c->seg.fd = -1;

@@ -28,9 +28,9 @@ typedef struct kvd_proc {
     int pidfd;
     int status;          /* waitpid status once reaped */
     int reaped;
-    char run_dir[256];
+    char run_dir[PATH_MAX];
     char inst[64];
-    char ep[320];
+    char ep[PATH_MAX + 16];
 } kvd_proc;
 
 /* Called in the child before exec (e.g. to mount a small tmpfs); returns
