@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+extern const eng_backend_ops eng_backend_cl_ops;
 extern const eng_backend_ops eng_backend_ref_ops;
 
 static __thread int g_errcode;
@@ -14,7 +15,7 @@ void eng_backend_set_errcode(int code) { g_errcode = code; }
 
 const eng_backend_ops *eng_backend_find(const char *name)
 {
-    const eng_backend_ops *const all[] = {&eng_backend_ref_ops};
+    const eng_backend_ops *const all[] = {&eng_backend_cl_ops, &eng_backend_ref_ops};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (name && strcmp(all[i]->name, name) == 0)
             return all[i];
