@@ -290,7 +290,24 @@ static int sw_tensor(eng_fwd *f, swbuf *b, int id, int layer, uint64_t *off,
     for (uint32_t d = 0; d < t->n_dims; d++)
         n *= t->ne[d];
     float *tmp = ds4_xmalloc(sizeof(float) * (size_t)n);
-    if (ds4_dequantize(t->type, t->data, tmp, n)) {
+    /* a layout-only model with synthetic weights (eng_synth) has no file
+     * data: read the small tensor back from the device */
+    const void *src = t->data;
+    void *dev = NULL;
+    eng_tensor_ref r;
+    if (!src && t->n_parts == 1 && eng_model_tensor(f->m, id, layer, &r) == 0) {
+        dev = ds4_xmalloc((size_t)t->nbytes);
+        if (eng_cl_read(f->cl, r.buf, r.off, dev, t->nbytes)) {
+            free(dev);
+            free(tmp);
+            return fail(err, errlen, "tensor '%s': reading it back: %s", t->name,
+                        f->cl->err);
+        }
+        src = dev;
+    }
+    int bad = !src || ds4_dequantize(t->type, src, tmp, n);
+    free(dev);
+    if (bad) {
         free(tmp);
         return fail(err, errlen, "tensor '%s': cannot convert its type to f32",
                     t->name);
