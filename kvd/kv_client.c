@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "hash.h"
@@ -23,6 +26,12 @@ struct kv_client {
     int code;
     ds4_shm seg;        /* put segment (fd -1 when none) */
     unsigned seg_n;
+    struct kvc_map {
+        ds4_shm shm;    /* a kvd transfer segment we keep mapped */
+        int busy;       /* a kvc_found holds it */
+        uint64_t used;  /* for LRU */
+    } map[KVC_MAPS];
+    uint64_t tick;
 };
 
 static int set_fail(kv_client *c, int code, char *err, size_t errlen, const char *fmt, ...)
@@ -128,6 +137,8 @@ kv_client *kvc_open(const kvc_opts *o, char *err, size_t errlen)
     c->use_shm = ipc && !o->force_inline;
     c->verify = o->verify;
     c->seg.fd = -1;
+    for (int i = 0; i < KVC_MAPS; i++)
+        c->map[i].shm.fd = -1;
     char probe[DS4_SHM_NAME_MAX + 1];
     if (c->use_shm &&
         ds4_shm_name(probe, sizeof probe, c->instance, "kvput.4194304.4294967295", err, errlen)) {
@@ -151,6 +162,9 @@ void kvc_close(kv_client *c)
     if (!c)
         return;
     drop_socket(c);
+    for (int i = 0; i < KVC_MAPS; i++)
+        if (c->map[i].shm.hdr)
+            ds4_shm_detach(&c->map[i].shm);
     if (c->seg.hdr) {
         char name[DS4_SHM_NAME_MAX + 1];
         snprintf(name, sizeof name, "%s", c->seg.name);
@@ -320,17 +334,7 @@ int kvc_put(kv_client *c, const int32_t *ids, size_t n, const void *blob, size_t
     return 0;
 }
 
-void kvc_found_free(kvc_found *f)
-{
-    if (f->shm.hdr)
-        ds4_shm_detach(&f->shm);
-    free(f->buf);
-    f->buf = NULL;
-    f->data = NULL;
-    f->len = 0;
-}
-
-/* Tell kvd we hold the segment (its name may go; our mapping stays). */
+/* Tell kvd we are done with a segment (it may reuse it). */
 static void release(kv_client *c, const ds4w_shmref *ref)
 {
     ds4w_out o;
@@ -341,6 +345,86 @@ static void release(kv_client *c, const ds4w_shmref *ref)
     if (call(c, &o, &rep, NULL, 0) == 0)
         ds4w_msg_close(&rep);
     c->code = code;
+}
+
+void kvc_found_free(kvc_found *f)
+{
+    if (f->c) {
+        if (f->slot >= 0 && f->slot < KVC_MAPS)
+            f->c->map[f->slot].busy = 0;
+        release(f->c, &f->ref);
+    }
+    if (f->shm.hdr)
+        ds4_shm_detach(&f->shm);
+    free(f->buf);
+    f->buf = NULL;
+    f->c = NULL;
+    f->slot = -1;
+    f->data = NULL;
+    f->len = 0;
+}
+
+/* Same object as the name refers to now (a name is never given to another
+ * segment by the same kvd, but a restarted kvd may reuse one). */
+static int same_object(const ds4_shm *m, const char *name)
+{
+    int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    struct stat a, b;
+    int same = fstat(fd, &a) == 0 && fstat(m->fd, &b) == 0 && a.st_dev == b.st_dev &&
+               a.st_ino == b.st_ino && a.st_size == b.st_size;
+    close(fd);
+    return same;
+}
+
+/* Map the segment of ref: a kept mapping when we have it, else a new one
+ * (kept in a free slot, or owned by f). 0, or -1 + err. */
+static int map_ref(kv_client *c, const ds4w_shmref *ref, kvc_found *f, char *err, size_t errlen)
+{
+    char e[256];
+    int slot = -1, lru = -1;
+    for (int i = 0; i < KVC_MAPS; i++) {
+        struct kvc_map *m = &c->map[i];
+        if (m->busy)
+            continue;
+        if (m->shm.hdr && !strcmp(m->shm.name, ref->name)) {
+            if (same_object(&m->shm, ref->name)) {
+                slot = i;
+                break;
+            }
+            ds4_shm_detach(&m->shm);
+        }
+        if (lru < 0 || !c->map[i].shm.hdr ||
+            (c->map[lru].shm.hdr && c->map[i].used < c->map[lru].used))
+            lru = i;
+    }
+    ds4_shm *shm;
+    if (slot < 0) {
+        shm = lru >= 0 ? &c->map[lru].shm : &f->shm;
+        if (shm->hdr)
+            ds4_shm_detach(shm);
+        if (ds4_shm_attach(shm, ref->name, DS4_SHM_RDONLY, e, sizeof e)) {
+            shm->fd = -1;
+            return set_fail(c, DS4W_E_NOT_FOUND, err, errlen, "KV_FOUND: %s", e);
+        }
+        slot = lru;
+    } else {
+        shm = &c->map[slot].shm;
+    }
+    f->slot = slot;
+    if (slot >= 0) {
+        c->map[slot].busy = 1;
+        c->map[slot].used = ++c->tick;
+    }
+    if (ds4_shm_generation(shm) != ref->generation || !ds4_shm_complete(shm) ||
+        ref->offset < DS4_SHM_HEADER_SIZE || ref->offset > shm->map_size ||
+        ref->length > shm->map_size - ref->offset)
+        return set_fail(c, DS4W_E_INTERNAL, err, errlen,
+                        "KV_FOUND: segment %s does not match its reference", ref->name);
+    f->data = (const uint8_t *)shm->hdr + ref->offset;
+    f->len = (size_t)ref->length;
+    return 0;
 }
 
 static void copy_str(char *dst, size_t n, const json_t *v)
@@ -354,6 +438,7 @@ int kvc_lookup(kv_client *c, const int32_t *ids, size_t n, const kvc_query *q, k
 {
     memset(f, 0, sizeof *f);
     f->shm.fd = -1;
+    f->slot = -1;
     if (!q || !q->fingerprint)
         return set_fail(c, DS4W_E_INVALID_REQUEST, err, errlen, "no fingerprint");
     json_t *j = json_pack("{s:s}", "fingerprint", q->fingerprint);
@@ -403,27 +488,20 @@ int kvc_lookup(kv_client *c, const int32_t *ids, size_t n, const kvc_query *q, k
         f->data = f->buf;
         f->len = b.len;
     } else {
-        ds4w_shmref ref;
-        char e[256];
-        if (ds4w_msg_shmref(&rep, 1, &ref)) {
+        if (ds4w_msg_shmref(&rep, 1, &f->ref)) {
             ds4w_msg_close(&rep);
             return set_fail(c, DS4W_E_BAD_FRAME, err, errlen, "KV_FOUND: bad SHMREF");
         }
         ds4w_msg_close(&rep);
-        if (ds4_shm_attach(&f->shm, ref.name, DS4_SHM_RDONLY, e, sizeof e)) {
-            f->shm.fd = -1;
-            return set_fail(c, DS4W_E_NOT_FOUND, err, errlen, "KV_FOUND: %s", e);
-        }
-        release(c, &ref);
-        if (ds4_shm_generation(&f->shm) != ref.generation || ref.offset < DS4_SHM_HEADER_SIZE ||
-            ref.offset > f->shm.map_size || ref.length > f->shm.map_size - ref.offset) {
+        f->c = c; /* from here on kvc_found_free releases the segment */
+        f->slot = -1;
+        if (map_ref(c, &f->ref, f, err, errlen)) {
+            int code = c->code;
             kvc_found_free(f);
-            return set_fail(c, DS4W_E_INTERNAL, err, errlen,
-                            "KV_FOUND: segment %s does not match its reference", ref.name);
+            c->code = code;
+            return -1;
         }
-        f->data = (const uint8_t *)f->shm.hdr + ref.offset;
-        f->len = (size_t)ref.length;
-        want = ref.checksum;
+        want = f->ref.checksum;
     }
     if (c->verify && want && ds4_hash64(f->data, f->len, 0) != want) {
         kvc_found_free(f);

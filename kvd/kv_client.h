@@ -13,10 +13,12 @@
  * segment ("/ds4-<uid>-<instance>-kvput.<pid>.<n>", reused and grown as
  * needed) and sends a SHMREF with its checksum; kvd reads it from there and
  * answers once it is on disk. kvc_lookup maps the segment kvd filled, checks
- * it (generation, bounds, optionally the checksum), releases its name at
- * once (KV_RELEASE; the mapping stays valid) and hands out a pointer into
- * the mapping: no copy on the restore path. On tcp:// (or force_inline) the
- * bytes travel inline in the message. */
+ * it (generation, complete, bounds, optionally the checksum) and hands out
+ * a pointer into the mapping: no copy on the restore path. kvc_found_free
+ * sends KV_RELEASE, after which kvd may reuse the segment for another
+ * lookup; the client keeps its mappings of recent segments (KVC_MAPS), so
+ * a reused segment costs neither side any page faults. On tcp:// (or
+ * force_inline) the bytes travel inline in the message. */
 #ifndef DS4_KV_CLIENT_H
 #define DS4_KV_CLIENT_H
 
@@ -86,7 +88,10 @@ typedef struct kvc_found {
     const uint8_t *data;             /* the payload, valid until kvc_found_free */
     size_t len;
     /* private */
-    ds4_shm shm;
+    kv_client *c;                    /* set while a segment is held */
+    int slot;                        /* the client's mapping, or -1 */
+    ds4_shm shm;                     /* own mapping when no slot was free */
+    ds4w_shmref ref;
     uint8_t *buf;                    /* inline payload (malloc'd) */
 } kvc_found;
 
@@ -94,7 +99,12 @@ typedef struct kvc_found {
  * it with kvc_found_free), 0 miss (f->miss_reason), -1 error + err. */
 int kvc_lookup(kv_client *c, const int32_t *ids, size_t n, const kvc_query *q, kvc_found *f,
                char *err, size_t errlen);
+/* Done with the payload: releases the segment to kvd (before kvc_close of
+ * the client that found it). Safe on a zeroed or missed *f. */
 void kvc_found_free(kvc_found *f);
+
+/* Segment mappings a client keeps for reuse. */
+#define KVC_MAPS 4
 
 /* PING: 0 once kvd answers ready, -1 + err. */
 int kvc_ping(kv_client *c, char *err, size_t errlen);

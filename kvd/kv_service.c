@@ -47,38 +47,18 @@ int kv_service_init(kv_service *s, const char *dir, int create, const kv_service
     if (!s->cfg.instance)
         s->cfg.instance = "default";
     s->start_ns = ds4_now_ns();
-    /* The longest transfer segment name must fit a SHMREF. */
-    char name[DS4_SHM_NAME_MAX + 1];
-    if (ds4_shm_name(name, sizeof name, s->cfg.instance, "kvx.4194304.4294967295",
-                     err, errlen))
+    if (kv_xfer_init(&s->xf, s->cfg.instance, s->cfg.xfer_ttl_ms, s->cfg.xfer_max_bytes,
+                     s->cfg.xfer_pool_bytes, err, errlen))
         return -1;
-    if (strlen(name) >= DS4W_SHM_NAME_MAX) {
-        ds4_seterr(err, errlen, "instance name \"%s\" is too long for transfer segment names",
-                   s->cfg.instance);
-        return -1;
-    }
     if (kv_store_open(&s->store, dir, create, &s->cfg.store, err, errlen))
         return -1;
     s->have_store = 1;
     return 0;
 }
 
-/* Unlink transfer segment i and forget it. */
-static void xfer_drop(kv_service *s, size_t i, const char *why)
-{
-    if (ds4_shm_unlink(s->xf[i].name) && errno != ENOENT)
-        ds4_warn("cannot unlink %s: %s", s->xf[i].name, strerror(errno));
-    ds4_debug("transfer segment %s unlinked (%s)", s->xf[i].name, why);
-    s->xf_bytes -= s->xf[i].bytes;
-    s->xf[i] = s->xf[--s->nxf];
-}
-
 void kv_service_fini(kv_service *s)
 {
-    while (s->nxf)
-        xfer_drop(s, s->nxf - 1, "shutdown");
-    free(s->xf);
-    s->xf = NULL;
+    kv_xfer_fini(&s->xf);
     if (s->have_store)
         kv_store_close(&s->store);
     s->have_store = 0;
@@ -86,18 +66,10 @@ void kv_service_fini(kv_service *s)
 
 void kv_service_tick(kv_service *s)
 {
-    if (!s->cfg.xfer_ttl_ms)
-        return;
-    uint64_t now = ds4_now_ns();
-    for (size_t i = 0; i < s->nxf;) {
-        if (now - s->xf[i].created_ns > s->cfg.xfer_ttl_ms * 1000000ull) {
-            ds4_warn("transfer segment %s was not released within %llu ms: unlinked",
-                     s->xf[i].name, (unsigned long long)s->cfg.xfer_ttl_ms);
-            xfer_drop(s, i, "expired");
-        } else {
-            i++;
-        }
-    }
+    s->xf.ttl_ms = s->cfg.xfer_ttl_ms;
+    s->xf.max_out = s->cfg.xfer_max_bytes;
+    s->xf.pool_cap = s->cfg.xfer_pool_bytes;
+    kv_xfer_tick(&s->xf, ds4_now_ns());
 }
 
 /* Reply with one JSON object (reference stolen). */
@@ -141,10 +113,12 @@ static int h_stats(kv_service *s, const ds4w_msg *m, ds4w_out *out)
             json_integer((json_int_t)ds4_stats_get(s->cfg.store.stats, (unsigned)i)));
     const kv_store *st = &s->store;
     json_t *info = json_pack(
-        "{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "dir", st->dir, "entries", (json_int_t)st->idx.n,
-        "disk_bytes", (json_int_t)kv_store_used(st), "budget_bytes",
+        "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "dir", st->dir, "entries",
+        (json_int_t)st->idx.n, "disk_bytes", (json_int_t)kv_store_used(st), "budget_bytes",
         (json_int_t)st->cfg.budget_bytes, "quarantine_bytes", (json_int_t)st->quarantine_bytes,
-        "transfer_segments", (json_int_t)s->nxf, "transfer_bytes", (json_int_t)s->xf_bytes);
+        "transfer_segments", (json_int_t)kv_xfer_out(&s->xf), "transfer_bytes",
+        (json_int_t)s->xf.out_bytes, "pool_bytes", (json_int_t)s->xf.pool_bytes,
+        "pool_reused", (json_int_t)s->xf.reused, "pool_created", (json_int_t)s->xf.created);
     if (s->cfg.test_mode)
         json_object_set_new(info, "crash_points", json_integer((json_int_t)kv_crash_count()));
     json_t *o = json_pack("{s:s,s:o,s:o}", "daemon", "kvd", "counters", c, "info", info);
@@ -192,27 +166,13 @@ static int get_ids(kv_service *s, const ds4w_msg *m, int i, int32_t **ids, size_
 
 /* --- lookup ---------------------------------------------------------------- */
 
-/* A lookup's destination: a fresh transfer segment or a malloc'd buffer. */
+/* A lookup's destination: a transfer segment or a malloc'd buffer. */
 struct look_sink {
     kv_service *s;
     int inline_;
-    ds4_shm shm;
+    int seg;          /* kv_xfer index, -1 none */
     uint8_t *buf;
 };
-
-/* Unlink the oldest outstanding segments until room more bytes fit. */
-static void xfer_make_room(kv_service *s, uint64_t room)
-{
-    while (s->cfg.xfer_max_bytes && s->nxf && s->xf_bytes + room > s->cfg.xfer_max_bytes) {
-        size_t old = 0;
-        for (size_t i = 1; i < s->nxf; i++)
-            if (s->xf[i].created_ns < s->xf[old].created_ns)
-                old = i;
-        ds4_warn("transfer segments over --kv-transfer-max-mb: unlinking unreleased %s",
-                 s->xf[old].name);
-        xfer_drop(s, old, "over the cap");
-    }
-}
 
 static void *look_alloc(void *arg, uint64_t size, char *err, size_t errlen)
 {
@@ -228,16 +188,9 @@ static void *look_alloc(void *arg, uint64_t size, char *err, size_t errlen)
             ds4_seterr(err, errlen, "no memory for %llu bytes", (unsigned long long)size);
         return k->buf;
     }
-    kv_service *s = k->s;
-    xfer_make_room(s, size);
-    char purpose[64], name[DS4_SHM_NAME_MAX + 1];
-    snprintf(purpose, sizeof purpose, "kvx.%ld.%u", (long)getpid(), (unsigned)++s->xseq);
-    if (ds4_shm_name(name, sizeof name, s->cfg.instance, purpose, err, errlen))
-        return NULL;
-    if (ds4_shm_create(&k->shm, name, KV_XFER_DATA_OFF - DS4_SHM_HEADER_SIZE + size, 0, err,
-                       errlen))
-        return NULL;
-    return k->shm.payload + (KV_XFER_DATA_OFF - DS4_SHM_HEADER_SIZE);
+    uint8_t *dest;
+    k->seg = kv_xfer_get(&k->s->xf, size, &dest, err, errlen);
+    return k->seg >= 0 ? dest : NULL;
 }
 
 static void look_discard(void *arg, void *dest)
@@ -247,12 +200,10 @@ static void look_discard(void *arg, void *dest)
     if (k->inline_) {
         free(k->buf);
         k->buf = NULL;
-        return;
+    } else if (k->seg >= 0) {
+        kv_xfer_abandon(&k->s->xf, k->seg);
+        k->seg = -1;
     }
-    char name[DS4_SHM_NAME_MAX + 1];
-    snprintf(name, sizeof name, "%s", k->shm.name);
-    ds4_shm_detach(&k->shm);
-    ds4_shm_unlink(name);
 }
 
 static int h_lookup(kv_service *s, const ds4w_msg *m, ds4w_out *out, char *err, size_t errlen)
@@ -277,7 +228,7 @@ static int h_lookup(kv_service *s, const ds4w_msg *m, ds4w_out *out, char *err, 
     memset(&k, 0, sizeof k);
     k.s = s;
     k.inline_ = (m->flags & DS4W_FLAG_INLINE) != 0;
-    k.shm.fd = -1;
+    k.seg = -1;
     kv_sink sink = {look_alloc, look_discard, &k};
     kv_found f;
     const char *why = "none";
@@ -303,25 +254,8 @@ static int h_lookup(kv_service *s, const ds4w_msg *m, ds4w_out *out, char *err, 
         out->flags |= DS4W_FLAG_INLINE;
         out_take_bytes(out, k.buf, (size_t)f.h.payload_size);
     } else {
-        ds4_shm_publish(&k.shm);
         ds4w_shmref ref;
-        memset(&ref, 0, sizeof ref);
-        memcpy(ref.name, k.shm.name, strnlen(k.shm.name, sizeof ref.name - 1)); /* fits: init */
-        ref.offset = KV_XFER_DATA_OFF;
-        ref.length = f.h.payload_size;
-        ref.generation = ds4_shm_generation(&k.shm);
-        ref.checksum = f.h.payload_checksum;
-        if (s->nxf == s->capxf) {
-            s->capxf = s->capxf ? 2 * s->capxf : 16;
-            s->xf = ds4_xrealloc(s->xf, s->capxf * sizeof *s->xf);
-        }
-        kv_xfer *x = &s->xf[s->nxf++];
-        snprintf(x->name, sizeof x->name, "%s", k.shm.name);
-        x->generation = ref.generation;
-        x->bytes = k.shm.map_size;
-        x->created_ns = ds4_now_ns();
-        s->xf_bytes += x->bytes;
-        ds4_shm_detach(&k.shm);
+        kv_xfer_publish(&s->xf, k.seg, f.h.payload_size, f.h.payload_checksum, &ref);
         ds4w_out_shmref(out, &ref);
     }
     ds4_debug("lookup of %zu ids: %u-token prefix %s (%llu bytes%s)", n, f.h.n_tokens, f.key,
@@ -433,12 +367,10 @@ static int h_release(kv_service *s, const ds4w_msg *m, ds4w_out *out, char *err,
     ds4w_shmref ref;
     if (ds4w_msg_shmref(m, 0, &ref))
         return fail(s, DS4W_E_BAD_FRAME, NULL, err, errlen, "KV_RELEASE: bad SHMREF frame");
-    for (size_t i = 0; i < s->nxf; i++)
-        if (!strcmp(s->xf[i].name, ref.name) && s->xf[i].generation == ref.generation) {
-            xfer_drop(s, i, "released");
-            ds4w_out_init(out, DS4W_T_OK, m->reqid);
-            return DS4W_OK;
-        }
+    if (kv_xfer_release(&s->xf, &ref) == 0) {
+        ds4w_out_init(out, DS4W_T_OK, m->reqid);
+        return DS4W_OK;
+    }
     return fail(s, DS4W_E_NOT_FOUND, NULL, err, errlen,
                 "KV_RELEASE: no outstanding transfer segment %s (generation %llu)", ref.name,
                 (unsigned long long)ref.generation);

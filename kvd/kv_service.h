@@ -8,18 +8,18 @@
  *   STATS_GET   -> STATS   (every kvd counter; info: dir, budget, ...)
  *   KV_STATS    -> STATS   (the same)
  *   KV_LOOKUP   -> KV_FOUND | KV_MISS
- *                  the payload goes into a new transfer segment
- *                  "/ds4-<uid>-<instance>-kvx.<pid>.<n>" made by kvd: data at
- *                  offset KV_XFER_DATA_OFF (page-aligned), SHMREF checksum =
- *                  the file's payload checksum (verified while reading);
- *                  or inline bytes when the request has flag INLINE
+ *                  the payload goes into a transfer segment (kv_xfer.h:
+ *                  data at offset KV_XFER_DATA_OFF, page-aligned; pooled
+ *                  for reuse), SHMREF checksum = the file's payload
+ *                  checksum (verified while reading); or inline bytes
+ *                  when the request has flag INLINE
  *   KV_PUT      -> KV_STORED; payload from the sender's segment (SHMREF:
  *                  read with pread, checksum checked if given) or inline
- *   KV_RELEASE  -> OK (segment unlinked) | ERROR not_found
+ *   KV_RELEASE  -> OK (segment back to the pool) | ERROR not_found
  *   KV_SET_DIR  -> OK {dir, entries} | ERROR invalid_request (old dir kept)
  *
- * Transfer segments live until KV_RELEASE, or --kv-transfer-ttl-ms after
- * they were made, or until the outstanding total would pass
+ * Handed-out transfer segments live until KV_RELEASE (then pooled), or
+ * --kv-transfer-ttl-ms, or until their total would pass
  * --kv-transfer-max-mb (oldest unlinked first). Unlinking never disturbs
  * a reader that has already mapped a segment. */
 #ifndef DS4_KV_SERVICE_H
@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "kv_store.h"
+#include "kv_xfer.h"
 #include "shm.h"
 #include "stats.h"
 #include "wire.h"
@@ -37,31 +38,23 @@
 #define KVD_VERSION "0.1.0"
 #endif
 
-/* Where the payload starts in a KV_FOUND transfer segment. */
-#define KV_XFER_DATA_OFF 4096u
 #define KV_SVC_FIELD_MAX 64
 
 typedef struct kv_service_cfg {
     const char *instance;     /* names transfer segments */
     kv_store_cfg store;       /* budget, half-life, verify, stats */
     uint64_t xfer_ttl_ms;     /* 0: until released */
-    uint64_t xfer_max_bytes;  /* 0: no cap */
+    uint64_t xfer_max_bytes;  /* 0: no cap on handed-out segments */
+    uint64_t xfer_pool_bytes; /* released segments kept for reuse */
     int test_mode;
 } kv_service_cfg;
-
-typedef struct kv_xfer {
-    char name[DS4_SHM_NAME_MAX + 1];
-    uint64_t generation, bytes, created_ns;
-} kv_xfer;
 
 typedef struct kv_service {
     kv_service_cfg cfg;
     kv_store store;
     int have_store;
     uint64_t start_ns;
-    kv_xfer *xf;             /* outstanding transfer segments */
-    size_t nxf, capxf;
-    uint64_t xf_bytes, xseq;
+    kv_xfer xf;              /* transfer segments (kv_xfer.h) */
     char field[KV_SVC_FIELD_MAX];
 } kv_service;
 

@@ -29,6 +29,7 @@ struct kvd_opts {
     int verify;
     uint64_t xfer_ttl_ms;
     uint64_t xfer_max_mb;
+    uint64_t xfer_pool_mb;
     int test_mode;
 };
 
@@ -196,6 +197,8 @@ int main(int argc, char **argv)
          "unlink a KV_FOUND transfer segment not released within this time (0: never)"},
         {"kv-transfer-max-mb", 0, DS4_OPT_U64, &o.xfer_max_mb, "16384",
          "cap on unreleased transfer segments in MiB (oldest go first; 0: none)"},
+        {"kv-transfer-pool-mb", 0, DS4_OPT_U64, &o.xfer_pool_mb, "1024",
+         "released transfer segments kept mapped for reuse, MiB (no page faults on restore)"},
         {"test-mode", 0, DS4_OPT_FLAG, &o.test_mode, NULL,
          "test mode: report it in PONG, honour DS4_KVD_CRASH_AT"},
         {NULL, 0, 0, NULL, NULL, NULL},
@@ -228,6 +231,7 @@ int main(int argc, char **argv)
         .store = {o.space_mb * 1024 * 1024, o.halflife_s, o.verify, &d.stats},
         .xfer_ttl_ms = o.xfer_ttl_ms,
         .xfer_max_bytes = o.xfer_max_mb * 1024 * 1024,
+        .xfer_pool_bytes = o.xfer_pool_mb * 1024 * 1024,
         .test_mode = o.test_mode,
     };
     if (kv_service_init(&svc, dir, 1, &cfg, err, sizeof err)) {

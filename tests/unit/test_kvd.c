@@ -164,7 +164,7 @@ static void test_service(const char *root)
     snprintf(dir, sizeof dir, "%s/svc", root);
     snprintf(dir2, sizeof dir2, "%s/svc2", root);
     kv_service_cfg cfg = {.instance = inst, .store = {0, 3600, 0, NULL}, .xfer_ttl_ms = 0,
-                          .xfer_max_bytes = 0, .test_mode = 1};
+                          .xfer_max_bytes = 0, .xfer_pool_bytes = 64 << 20, .test_mode = 1};
     char err[512];
     CHECKF(kv_service_init(&S, dir, 1, &cfg, err, sizeof err) == 0, "%s", err);
     struct reply r;
@@ -238,16 +238,36 @@ static void test_service(const char *root)
               ref.offset + ref.length <= sg.map_size &&
               ref.checksum == ds4_hash64(pay, 3000, 0) &&
               !memcmp((uint8_t *)sg.hdr + ref.offset, pay, 3000));
-        ds4_shm_detach(&sg);
-        CHECK(S.nxf == 1);
+        CHECK(kv_xfer_out(&S.xf) == 1);
         ds4w_out_init(&o, DS4W_T_KV_RELEASE, REQID);
         ds4w_out_shmref(&o, &ref);
         call(&r, &o);
-        CHECK(r.rc == 0 && r.msg.type == DS4W_T_OK && S.nxf == 0);
+        CHECK(r.rc == 0 && r.msg.type == DS4W_T_OK && kv_xfer_out(&S.xf) == 0);
         reply_free(&r);
-        CHECK(ds4_shm_attach(&sg, ref.name, DS4_SHM_RDONLY, e, sizeof e) != 0); /* unlinked */
+        /* released: pooled, and the next lookup reuses it (a new generation,
+         * so the old reference no longer matches) */
+        CHECK(S.xf.n == 1 && S.xf.pool_bytes == sg.map_size);
+        ds4w_shmref ref2;
+        lookup(&r, js("{\"fingerprint\":\"%s\"}", FP_A), ids, N, 0);
+        CHECK(r.rc == 0 && ds4w_msg_shmref(&r.msg, 1, &ref2) == 0);
+        reply_free(&r);
+        CHECK(!strcmp(ref2.name, ref.name) && ref2.generation == ref.generation + 1 &&
+              S.xf.reused == 1 && S.xf.created == 1);
+        CHECK(ds4_shm_generation(&sg) == ref2.generation &&
+              !memcmp((uint8_t *)sg.hdr + ref2.offset, pay, 3000));
+        ds4_shm_detach(&sg);
         ds4w_out_init(&o, DS4W_T_KV_RELEASE, REQID);
         ds4w_out_shmref(&o, &ref);
+        call(&r, &o);
+        CHECK_ERR(&r, DS4W_E_NOT_FOUND, NULL);
+        reply_free(&r);
+        ds4w_out_init(&o, DS4W_T_KV_RELEASE, REQID);
+        ds4w_out_shmref(&o, &ref2);
+        call(&r, &o);
+        CHECK(r.rc == 0);
+        reply_free(&r);
+        ds4w_out_init(&o, DS4W_T_KV_RELEASE, REQID);
+        ds4w_out_shmref(&o, &ref2);
         call(&r, &o);
         CHECK_ERR(&r, DS4W_E_NOT_FOUND, NULL);
         reply_free(&r);
@@ -374,25 +394,47 @@ static void test_service(const char *root)
     reply_free(&r);
     CHECK(S.store.idx.n == 2);
 
-    /* transfer segments: the cap unlinks the oldest unreleased one; the TTL
-     * expires the rest */
-    S.cfg.xfer_max_bytes = 2 * (KV_XFER_DATA_OFF + sizeof pay);
-    ds4w_shmref refs[3];
-    for (int k = 0; k < 3; k++) {
+    /* transfer segments: a cap on unreleased ones unlinks the oldest; the
+     * TTL expires unreleased ones (never pooled: a reader may be on them);
+     * a zero pool unlinks at release */
+    uint64_t seg1 = DS4_SHM_HEADER_SIZE + kv_xfer_class(KV_XFER_DATA_OFF - 128 + sizeof pay);
+    S.cfg.xfer_max_bytes = 2 * seg1;
+    kv_service_tick(&S);
+    ds4w_shmref refs[4];
+    for (int k = 0; k < 4; k++) {
         lookup(&r, ok_js, ids, N, 0);
         CHECK(r.rc == 0 && ds4w_msg_shmref(&r.msg, 1, &refs[k]) == 0);
         reply_free(&r);
     }
-    CHECK(S.nxf == 2 && kvd_count_shm(inst, "kvx.") == 2);
+    /* the first reused the pooled one, then new ones, the oldest unlinked */
+    CHECK(kv_xfer_out(&S.xf) == 2 && kvd_count_shm(inst, "kvx.") == 2 && S.xf.n == 2);
     ds4_shm tmp;
     char e[256];
     CHECK(ds4_shm_attach(&tmp, refs[0].name, DS4_SHM_RDONLY, e, sizeof e) != 0);
+    CHECK(ds4_shm_attach(&tmp, refs[3].name, DS4_SHM_RDONLY, e, sizeof e) == 0);
+    ds4_shm_detach(&tmp);
     S.cfg.xfer_ttl_ms = 1;
     long long end = kvd_now_ms() + 5000;
-    while (S.nxf && kvd_now_ms() < end)
+    while (kv_xfer_out(&S.xf) && kvd_now_ms() < end)
         kv_service_tick(&S);
-    CHECK(S.nxf == 0 && kvd_count_shm(inst, "kvx.") == 0);
+    CHECK(kv_xfer_out(&S.xf) == 0 && S.xf.n == 0 && kvd_count_shm(inst, "kvx.") == 0);
     S.cfg.xfer_ttl_ms = 0;
+    S.cfg.xfer_pool_bytes = 0;
+    kv_service_tick(&S);
+    lookup(&r, ok_js, ids, N, 0);
+    CHECK(r.rc == 0 && ds4w_msg_shmref(&r.msg, 1, &refs[0]) == 0);
+    reply_free(&r);
+    ds4w_out_init(&o, DS4W_T_KV_RELEASE, REQID);
+    ds4w_out_shmref(&o, &refs[0]);
+    call(&r, &o);
+    CHECK(r.rc == 0 && S.xf.n == 0 && kvd_count_shm(inst, "kvx.") == 0);
+    reply_free(&r);
+    /* size classes: within 1/8 of the size, at least 1 MiB */
+    CHECK(kv_xfer_class(1) == 1u << 20 && kv_xfer_class((1u << 20) + 1) == (1u << 20) + (1u << 17));
+    for (uint64_t sz = 1000; sz < (1ull << 34); sz = sz * 3 + 7) {
+        uint64_t c = kv_xfer_class(sz);
+        CHECK(c >= sz && (c <= (1u << 20) || c - sz <= sz / 8 + 1));
+    }
 
     /* KV_SET_DIR: refused paths keep the old directory; a new one works; the
      * old one is intact when switched back */
@@ -476,11 +518,22 @@ static void test_live(const char *root)
     kvc_found_free(&f);
     int rc = kvc_lookup(c, ids, 1999, &q, &f, err, sizeof err);
     CHECK(rc == 1 && f.len == big && !memcmp(f.data, blob, big));
-    /* released at once: the name is gone, the mapping still good */
-    CHECK(kvd_count_shm(inst, "kvx.") == 0);
-    if (rc == 1)
-        CHECK(f.data[big - 1] == blob[big - 1]);
+    /* held until freed; then pooled by kvd and reused by the next lookup
+     * (both sides keep their mappings) */
+    json_t *s0 = kvc_stats(ci, err, sizeof err);
+    CHECK(json_integer_value(json_object_get(json_object_get(s0, "info"),
+                                             "transfer_segments")) == 1);
+    json_decref(s0);
     kvc_found_free(&f);
+    rc = kvc_lookup(c, ids, 1999, &q, &f, err, sizeof err);
+    CHECK(rc == 1 && f.len == big && !memcmp(f.data, blob, big));
+    kvc_found_free(&f);
+    s0 = kvc_stats(ci, err, sizeof err);
+    json_t *i0 = json_object_get(s0, "info");
+    CHECK(json_integer_value(json_object_get(i0, "transfer_segments")) == 0 &&
+          json_integer_value(json_object_get(i0, "pool_reused")) == 1 &&
+          json_integer_value(json_object_get(i0, "pool_bytes")) > 0);
+    json_decref(s0);
     CHECK(kvc_lookup(c, ids, 999, &q, &f, err, sizeof err) == 0 &&
           !strcmp(f.miss_reason, "none"));
     /* an error reply comes back as an error with its code */
@@ -503,9 +556,9 @@ static void test_live(const char *root)
     json_t *s = kvc_stats(c, err, sizeof err);
     json_t *cn = json_object_get(s, "counters");
     CHECK(s && json_integer_value(json_object_get(cn, "saves")) == 2 &&
-          json_integer_value(json_object_get(cn, "hits")) == 3 &&
+          json_integer_value(json_object_get(cn, "hits")) == 4 &&
           json_integer_value(json_object_get(cn, "misses")) == 1 &&
-          json_integer_value(json_object_get(cn, "lookups")) == 4 &&
+          json_integer_value(json_object_get(cn, "lookups")) == 5 &&
           json_integer_value(json_object_get(cn, "entries")) == 2 &&
           json_integer_value(json_object_get(cn, "frames_bad")) == 1 &&
           json_integer_value(json_object_get(cn, "disk_budget_bytes")) == 8192ll << 20);
@@ -513,10 +566,36 @@ static void test_live(const char *root)
     /* the same through the stats segment */
     ds4_stats ss;
     if (ds4_stats_attach(&ss, inst, "kvd", err, sizeof err) == 0) {
-        CHECK(ds4_stats_get(&ss, (unsigned)ds4_stats_find(&ss, "hit_tokens")) == 4000);
+        CHECK(ds4_stats_get(&ss, (unsigned)ds4_stats_find(&ss, "hit_tokens")) == 5000);
         ds4_stats_close(&ss, 0);
     } else {
         CHECKF(0, "stats segment: %s", err);
+    }
+    /* restore speed (printed; the restore is checked byte for byte): the
+     * first restore fills fresh shared memory, later ones reuse the pooled
+     * segment and the client's mapping */
+    {
+        size_t len = 48u << 20;
+        uint8_t *p48 = ds4_xmalloc(len);
+        for (size_t i = 0; i < len; i += 8) {
+            uint64_t v = i * 0x9e3779b97f4a7c15ull;
+            memcpy(p48 + i, &v, 8);
+        }
+        kvc_meta m48 = {FP_B, NULL, NULL, "cold", 1000};
+        CHECK(kvc_put(c, ids, 3000, p48, len, &m48, &st, err, sizeof err) == 0);
+        kvc_query q48 = {FP_B, NULL, 0, 0};
+        double ms[3];
+        for (int r = 0; r < 3; r++) {
+            uint64_t t0 = ds4_now_ns();
+            int got = kvc_lookup(c, ids, N, &q48, &f, err, sizeof err);
+            ms[r] = (double)(ds4_now_ns() - t0) / 1e6;
+            CHECK(got == 1 && f.len == len && !memcmp(f.data, p48, len));
+            kvc_found_free(&f);
+        }
+        printf("restore of 48 MiB through kvd (verified by the client too): first %.1f ms, "
+               "pooled %.1f ms, %.1f ms\n",
+               ms[0], ms[1], ms[2]);
+        free(p48);
     }
     /* restart: what was acknowledged is there */
     CHECK(kvd_stop(&p) == 0);
