@@ -120,13 +120,35 @@ static const char *const FIN_NAME[] = {"stop", "length", "cancelled", "error"};
 
 /* End a job: GEN_DONE (or ERROR for LOGITS_GET failures), session back to
  * the pool, counters, free. running: it was admitted (in c->run). */
-static void finish(sched *c, eng_job *j, int why, int32_t stop_id, int ecode, const char *emsg,
-                   int running)
+static void finish_with(sched *c, eng_job *j, int why, int32_t stop_id, int ecode,
+                        const char *emsg, int running, ds4w_out *reply)
 {
     eng_service *s = c->s;
     uint64_t now = ds4_now_ns();
     j->t_end = now;
-    if (j->kind == ENG_JOB_GEN) {
+    /* the books first, so a client that reads GEN_DONE and then STATS
+     * sees them settled */
+    stat_add(s, why == FIN_ERROR       ? DS4S_ENG_jobs_failed
+                : why == FIN_CANCELLED ? DS4S_ENG_jobs_cancelled
+                                       : DS4S_ENG_jobs_completed,
+             1);
+    if (j->sess)
+        eng_pool_release(&s->pool, j->sess, why != FIN_ERROR && j->reuse);
+    j->sess = NULL;
+    if (running)
+        drop_running(c, j);
+    pthread_mutex_lock(&s->mu);
+    unlink_job(s, j);
+    if (running)
+        s->n_running--;
+    if (s->stats)
+        ds4_stats_set(s->stats, DS4S_ENG_jobs_running, s->n_running);
+    pthread_mutex_unlock(&s->mu);
+    if (running)
+        c->mem_wait = 0; /* memory may have been freed */
+    if (reply) {
+        emit(s, j, reply);
+    } else if (j->kind == ENG_JOB_GEN) {
         json_t *usage = json_pack("{s:i,s:i,s:i}", "prompt_tokens", (int)j->n_prompt,
                                   "cached_tokens", (int)j->cached, "completion_tokens",
                                   (int)j->n_gen);
@@ -165,25 +187,13 @@ static void finish(sched *c, eng_job *j, int why, int32_t stop_id, int ecode, co
         emit(s, j, &out);
         ds4_log_req(DS4_LOG_WARN, j->rid, "LOGITS_GET failed: %s", emsg ? emsg : "cancelled");
     }
-    stat_add(s, why == FIN_ERROR       ? DS4S_ENG_jobs_failed
-                : why == FIN_CANCELLED ? DS4S_ENG_jobs_cancelled
-                                       : DS4S_ENG_jobs_completed,
-             1);
-    if (j->sess)
-        eng_pool_release(&s->pool, j->sess, why != FIN_ERROR && j->reuse);
-    j->sess = NULL;
-    if (running)
-        drop_running(c, j);
-    pthread_mutex_lock(&s->mu);
-    unlink_job(s, j);
-    if (running)
-        s->n_running--;
-    if (s->stats)
-        ds4_stats_set(s->stats, DS4S_ENG_jobs_running, s->n_running);
-    pthread_mutex_unlock(&s->mu);
-    if (running)
-        c->mem_wait = 0; /* memory may have been freed */
     eng_job_free(j);
+}
+
+static void finish(sched *c, eng_job *j, int why, int32_t stop_id, int ecode, const char *emsg,
+                   int running)
+{
+    finish_with(c, j, why, stop_id, ecode, emsg, running, NULL);
 }
 
 /* ---- model loading ----------------------------------------------------------- */
@@ -376,12 +386,11 @@ static void reply_logits(sched *c, eng_job *j, const float *L)
     json_decref(o);
     if (j->full)
         ds4w_out_f32(&out, L, s->n_vocab);
-    emit(s, j, &out);
     free(ids);
     free(lps);
     ds4_log_req(DS4_LOG_INFO, j->rid, "LOGITS: %u prompt tokens (%u cached), prefill %.1f ms",
                 j->n_prompt, j->cached, ms(j->prefill_ns));
-    finish(c, j, FIN_STOP, -1, 0, NULL, 1);
+    finish_with(c, j, FIN_STOP, -1, 0, NULL, 1, &out);
 }
 
 /* The distribution after the job's sequence is L: choose the next token,

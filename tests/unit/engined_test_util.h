@@ -9,6 +9,9 @@
 #ifndef DS4_ENGINED_TEST_UTIL_H
 #define DS4_ENGINED_TEST_UTIL_H
 
+/* not every test binary uses every helper */
+#pragma GCC diagnostic ignored "-Wunused-function"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -16,6 +19,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -77,7 +81,7 @@ typedef struct tdaemon {
     char dir[64];
     char inst[48];
     char ep[160];
-    int log_fd;       /* daemon's stderr, readable (non-blocking) */
+    char log_path[96]; /* the daemon's stderr (appended across restarts) */
 } tdaemon;
 
 static int t_daemon_bin(char *out, size_t len)
@@ -145,12 +149,13 @@ static int t_daemon_start(tdaemon *d, const tdaemon *reuse, ...)
         static int serial;
         snprintf(d->inst, sizeof d->inst, "engt%d_%d", (int)getpid(), serial++);
         snprintf(d->ep, sizeof d->ep, "ipc://%s/engined.sock", d->dir);
+        snprintf(d->log_path, sizeof d->log_path, "%s/engined.log", d->dir);
     }
     const char *argv[64];
     int k = 0;
     char fdarg[16];
-    int nfd[2], lfd[2];
-    if (pipe(nfd) || pipe2(lfd, O_CLOEXEC))
+    int nfd[2];
+    if (pipe(nfd))
         return -1;
     snprintf(fdarg, sizeof fdarg, "%d", nfd[1]);
     argv[k++] = bin;
@@ -177,15 +182,13 @@ static int t_daemon_start(tdaemon *d, const tdaemon *reuse, ...)
     pid_t pid = fork();
     if (pid == 0) {
         close(nfd[0]);
-        if (!getenv("DS4_TEST_ENGINED_LOG"))
-            dup2(lfd[1], 2);
+        int lf = open(d->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (lf >= 0 && !getenv("DS4_TEST_ENGINED_LOG"))
+            dup2(lf, 2);
         execv(bin, (char *const *)argv);
         _exit(127);
     }
     close(nfd[1]);
-    close(lfd[1]);
-    d->log_fd = lfd[0];
-    fcntl(d->log_fd, F_SETFL, O_NONBLOCK);
     d->pid = pid;
     int ok = pid > 0 && t_wait_ready(nfd[0], pid, 120000) == 0;
     close(nfd[0]);
@@ -201,49 +204,47 @@ static int t_daemon_start(tdaemon *d, const tdaemon *reuse, ...)
     return 0;
 }
 
-/* Drain the daemon's log pipe (so it never blocks); returns bytes read
- * into buf (NUL-terminated, truncated) when buf is given. */
-static size_t t_daemon_log(tdaemon *d, char *buf, size_t len)
+/* The daemon's log so far (malloc'd, NUL-terminated; "" if none). */
+static char *t_daemon_log(const tdaemon *d)
 {
-    size_t got = 0;
-    char tmp[4096];
-    ssize_t r;
-    while (d->log_fd >= 0 && (r = read(d->log_fd, tmp, sizeof tmp)) > 0) {
-        if (buf && got + 1 < len) {
-            size_t c = (size_t)r < len - 1 - got ? (size_t)r : len - 1 - got;
-            memcpy(buf + got, tmp, c);
-            got += c;
-        }
-    }
-    if (buf && len)
-        buf[got] = 0;
-    return got;
+    size_t n = 0;
+    char *t = test_read_file(d->log_path, &n);
+    if (!t)
+        t = calloc(1, 1);
+    return t;
 }
 
-/* SIGTERM (or sig) and wait; returns the wait status, -1 on timeout. */
+/* Send sig and wait for the exit (pidfd: an event, not a sleep); returns
+ * the wait status, or -1 after ms (the daemon is then SIGKILLed). */
 static int t_daemon_signal_wait(tdaemon *d, int sig, int ms)
 {
     if (d->pid <= 0)
         return -1;
+    int pfd = (int)syscall(SYS_pidfd_open, d->pid, 0);
     kill(d->pid, sig);
-    uint64_t end = t_now_ms() + (uint64_t)ms;
     int st = 0;
-    for (;;) {
-        t_daemon_log(d, NULL, 0);
-        pid_t r = waitpid(d->pid, &st, WNOHANG);
-        if (r == d->pid)
-            break;
-        if (t_now_ms() > end) {
-            kill(d->pid, SIGKILL);
-            waitpid(d->pid, &st, 0);
+    if (pfd >= 0) {
+        struct pollfd pf = {pfd, POLLIN, 0};
+        int r = poll(&pf, 1, ms);
+        close(pfd);
+        if (r == 1 && waitpid(d->pid, &st, 0) == d->pid) {
             d->pid = 0;
-            return -1;
+            return st;
         }
-        struct pollfd pf = {d->log_fd, POLLIN, 0};
-        poll(&pf, 1, 20);
+    } else {
+        uint64_t end = t_now_ms() + (uint64_t)ms;
+        while (t_now_ms() < end) {
+            if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+                d->pid = 0;
+                return st;
+            }
+            poll(NULL, 0, 10); /* no pidfd: bounded polling of the child */
+        }
     }
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, &st, 0);
     d->pid = 0;
-    return st;
+    return -1;
 }
 
 /* Remove what a daemon's instance leaves (the weights manifest, the dir). */
@@ -257,10 +258,8 @@ static void t_daemon_cleanup(tdaemon *d)
     unlink(p);
     snprintf(p, sizeof p, "%s/engined.pid", d->dir);
     unlink(p);
+    unlink(d->log_path);
     rmdir(d->dir);
-    if (d->log_fd >= 0)
-        close(d->log_fd);
-    d->log_fd = -1;
 }
 
 static void *t_connect(void *ctx, const tdaemon *d)
@@ -280,6 +279,7 @@ static void *t_connect(void *ctx, const tdaemon *d)
 typedef struct tstream {
     uint8_t id[16];
     int accepted;        /* GEN_ACCEPTED seen */
+    int queue_pos;       /* its queue_pos */
     int done;            /* GEN_DONE or ERROR seen */
     int error;           /* ERROR code (refused), 0 if none */
     json_t *error_json;
@@ -376,6 +376,7 @@ static void t_dispatch(ds4w_msg *m, tstream **ss, int n)
             if (s->accepted || m->seq != 0 || end)
                 s->bad = 1;
             s->accepted = 1;
+            s->queue_pos = (int)json_integer_value(json_object_get(m->json, "queue_pos"));
         } else if (m->type == DS4W_T_GEN_EVENT) {
             if (!s->accepted || end)
                 s->bad = 1;

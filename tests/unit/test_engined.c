@@ -4,7 +4,9 @@
  * sampling (same seed same output, different seeds diverge), stop ids,
  * the context limit (context_overflow, never truncation), LOGITS_GET,
  * logprobs, and every kind of malformed or refused message (bad frames,
- * unknown type and version, out-of-range ids and fields, huge arrays).
+ * unknown type and version, out-of-range ids and fields, huge arrays),
+ * test-only forced decoding, greedy sampling forced inside DSML structure
+ * and the thinking-mode sampling override.
  *
  * Backend: DS4_TEST_BACKEND (default ref). The oracle checks that need
  * bit-exact logits run only on the ref backend. */
@@ -12,8 +14,11 @@
 
 #include "engined/eng_ref.h"
 #include "engined_test_util.h"
+#include "tokenizerd/tok_bpe.h"
 
 static void *CTX;
+static tok_vocab *VOC;
+static tok_encoder *ENC;
 static eng_ref *ORACLE; /* same model, in this process (ref backend only) */
 static uint32_t NV;
 
@@ -294,6 +299,134 @@ static void test_malformed(void *sock)
     CHECK(t_counter(sock, "frames_bad") >= 4);
 }
 
+/* Text -> ids with added tokens recognised (as the model emits them). */
+static int32_t *encode_raw(const char *text, size_t *n)
+{
+    tok_ids ids = {0};
+    CHECK(tok_encode(ENC, text, strlen(text), TOK_MODE_RAW, &ids, NULL, 0) == 0);
+    *n = ids.n;
+    return (int32_t *)ids.v;
+}
+
+/* Forced decoding: exactly the forced ids, each evaluated (logprobs are
+ * the model's), stop ids still apply, usage real. */
+static void test_forced(void *sock)
+{
+    enum { NP = 10 };
+    int32_t p[NP], f[4] = {300, 301, 302, 303};
+    t_prompt(p, NP, 7);
+    tstream st;
+    CHECK(t_submit(sock, &st, "{\"logprobs\":2,\"temperature\":0}", p, NP, f, 4) == 0);
+    tstream *ss[1] = {&st};
+    CHECK(t_pump(sock, ss, 1, 60000, NULL) == 0 && !st.bad);
+    CHECK(st.n == 4 && memcmp(st.tok, f, sizeof f) == 0 && strcmp(t_finish(&st), "length") == 0);
+    CHECK(t_usage(&st, "prompt_tokens") == NP && t_usage(&st, "completion_tokens") == 4);
+    CHECK(json_number_value(json_object_get(json_object_get(st.done_json, "timings"),
+                                            "prefill_ms")) > 0);
+    CHECK(json_array_size(st.lp) == 4);
+    if (is_ref() && json_array_size(st.lp) == 4) {
+        /* the logprob of forced[2] is the model's after prompt + forced[0..2) */
+        int32_t q[NP + 2];
+        memcpy(q, p, sizeof p);
+        memcpy(q + NP, f, 2 * sizeof *f);
+        float *l = oracle_logits(q, NP + 2);
+        double mx = l[argmax(l, NV)], z = 0;
+        for (uint32_t i = 0; i < NV; i++)
+            z += exp((double)l[i] - mx);
+        double want = (double)l[f[2]] - mx - log(z);
+        json_t *e = json_array_get(st.lp, 2);
+        CHECK(json_integer_value(json_object_get(e, "id")) == f[2]);
+        CHECKF(fabs(json_number_value(json_object_get(e, "logprob")) - want) < 1e-4,
+               "forced logprob %f want %f", json_number_value(json_object_get(e, "logprob")), want);
+        CHECK(json_integer_value(json_array_get(json_array_get(json_object_get(e, "top"), 0), 0)) ==
+              argmax(l, NV));
+        free(l);
+    }
+    t_stream_free(&st);
+    /* a stop id inside the forced ids ends it there; max_tokens cuts it */
+    CHECK(t_submit(sock, &st, "{\"stop_ids\":[302]}", p, NP, f, 4) == 0);
+    CHECK(t_pump(sock, ss, 1, 60000, NULL) == 0);
+    CHECK(st.n == 2 && strcmp(t_finish(&st), "stop") == 0 &&
+          json_integer_value(json_object_get(st.done_json, "stop_id")) == 302);
+    t_stream_free(&st);
+    CHECK(t_submit(sock, &st, "{\"max_tokens\":1}", p, NP, f, 4) == 0);
+    CHECK(t_pump(sock, ss, 1, 60000, NULL) == 0);
+    CHECK(st.n == 1 && st.tok[0] == 300 && strcmp(t_finish(&st), "length") == 0);
+    t_stream_free(&st);
+    /* forced ids are checked like the prompt */
+    int32_t badf[2] = {1, -5};
+    CHECK(t_submit(sock, &st, "{}", p, NP, badf, 2) == 0);
+    CHECK(t_pump(sock, ss, 1, 30000, NULL) == 0 && st.error == DS4W_E_INVALID_REQUEST);
+    CHECK(strcmp(json_string_value(json_object_get(st.error_json, "field")), "forced[1]") == 0);
+    t_stream_free(&st);
+}
+
+/* Inside DSML structure every seed gives the greedy tokens (unless the
+ * job turns the guard off); the same sampling settings diverge in text. */
+static void test_dsml_greedy(void *sock)
+{
+    size_t n;
+    int32_t *p = encode_raw("<｜begin▁of▁sentence｜>You are a helpful assistant<｜User｜>"
+                            "Weather in Paris?<｜Assistant｜></think>\n\n<｜DSML｜tool_calls>\n"
+                            "<｜DSML｜invoke name=\"",
+                            &n);
+    tstream g;
+    CHECK(run_job(sock, &g, "{\"max_tokens\":4,\"temperature\":0}", p, n, 60000) == 0);
+    CHECK(g.n == 4);
+    int same = 0, differ = 0;
+    for (int seed = 1; seed <= 3; seed++) {
+        tstream a;
+        CHECK(run_job(sock, &a,
+                      fmt("{\"max_tokens\":4,\"temperature\":2,\"min_p\":0,\"seed\":%d}", seed),
+                      p, n, 60000) == 0);
+        same += a.n == 4 && memcmp(a.tok, g.tok, sizeof(int32_t) * 4) == 0;
+        t_stream_free(&a);
+        CHECK(run_job(sock, &a,
+                      fmt("{\"max_tokens\":4,\"temperature\":2,\"min_p\":0,\"seed\":%d,"
+                          "\"dsml_greedy\":false}",
+                          seed),
+                      p, n, 60000) == 0);
+        differ += a.n == 4 && memcmp(a.tok, g.tok, sizeof(int32_t) * 4) != 0;
+        t_stream_free(&a);
+    }
+    CHECKF(same == 3, "inside DSML: %d of 3 seeded runs were greedy", same);
+    CHECKF(differ >= 2, "dsml_greedy false: only %d of 3 seeded runs diverged", differ);
+    t_stream_free(&g);
+    free(p);
+}
+
+/* Thinking mode ignores the client's sampling settings (the seed stays). */
+static void test_thinking_override(void *sock)
+{
+    size_t n;
+    int32_t *p = encode_raw("<｜begin▁of▁sentence｜><｜User｜>Why is the sky blue?"
+                            "<｜Assistant｜><think>",
+                            &n);
+    tstream a, b, c, d;
+    /* inferred from the prompt: temperature 0 ignored = the defaults */
+    CHECK(run_job(sock, &a, "{\"max_tokens\":6,\"temperature\":0,\"top_k\":1,\"seed\":9}", p, n,
+                  60000) == 0);
+    CHECK(run_job(sock, &b, "{\"max_tokens\":6,\"seed\":9,\"thinking\":false}", p, n, 60000) ==
+          0);
+    CHECK(a.n == 6 && b.n == 6 && memcmp(a.tok, b.tok, sizeof(int32_t) * 6) == 0);
+    /* explicit thinking:true on the same prompt, explicit false honours T=0 */
+    CHECK(run_job(sock, &c, "{\"max_tokens\":6,\"temperature\":0,\"seed\":9,\"thinking\":true}",
+                  p, n, 60000) == 0);
+    CHECK(c.n == 6 && memcmp(a.tok, c.tok, sizeof(int32_t) * 6) == 0);
+    CHECK(run_job(sock, &d, "{\"max_tokens\":1,\"temperature\":0,\"thinking\":false}", p, n,
+                  60000) == 0);
+    if (is_ref() && d.n == 1) {
+        float *l = oracle_logits(p, (uint32_t)n);
+        CHECK(d.tok[0] == argmax(l, NV));
+        free(l);
+    }
+    t_stream_free(&a);
+    t_stream_free(&b);
+    t_stream_free(&c);
+    t_stream_free(&d);
+    free(p);
+}
+
 int main(void)
 {
     if (t_make_model(5)) {
@@ -308,6 +441,11 @@ int main(void)
         return test_main_end("test_engined");
     }
     NV = eng_ref_hparams(ORACLE)->n_vocab;
+    const char *tj = getenv("DS4_TOKENIZER_JSON");
+    CHECKF(tok_vocab_from_json_file(tj && *tj ? tj : DSV4_TOKENIZER_JSON, &VOC, err,
+                                    sizeof err) == 0,
+           "%s", err);
+    ENC = VOC ? tok_encoder_new(VOC, err, sizeof err) : NULL;
     CTX = zmq_ctx_new();
     tdaemon d;
     const uint32_t ctx = 48;
@@ -319,6 +457,11 @@ int main(void)
         test_seeds(sock);
         test_refusals(sock, ctx);
         test_malformed(sock);
+        if (ENC) {
+            test_forced(sock);
+            test_dsml_greedy(sock);
+            test_thinking_override(sock);
+        }
         zmq_close(sock);
         int st = t_daemon_signal_wait(&d, SIGTERM, 30000);
         CHECKF(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status 0x%x", st);
@@ -329,6 +472,8 @@ int main(void)
     }
     zmq_ctx_term(CTX);
     eng_ref_close(ORACLE);
+    tok_encoder_free(ENC);
+    tok_vocab_free(VOC);
     unlink(T_MODEL);
     return test_main_end("test_engined");
 }
