@@ -558,27 +558,94 @@ __kernel void fwd_idx_score(__global const float *iq, __global const float *iw,
     scores[(ulong)tt * nc + j] = s;
 }
 
-/* Causal top-k of token t0 + gid: the k best valid rows by (score desc,
- * index asc) - all of them when there are k or fewer - into sel[t][0..k),
- * -1 after. rank(j) = #{i: s_i > s_j or (s_i == s_j and i < j)}. One
- * work-group per token. */
+/* Order-preserving key of a score: larger score, larger key. */
+uint fwd_key(float s)
+{
+    uint b = s == 0.0f ? 0u : as_uint(s); /* -0 ties with +0, as in C */
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+/* Inclusive prefix sum over the work-group of v (FWD_WG items); the total
+ * goes to *total. */
+uint fwd_scan(uint v, __local uint *sc, uint *total)
+{
+    uint l = get_local_id(0);
+    sc[l] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint o = 1; o < FWD_WG; o <<= 1) {
+        uint a = l >= o ? sc[l - o] : 0;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        sc[l] += a;
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    uint r = sc[l];
+    *total = sc[FWD_WG - 1];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+}
+
+/* Causal top-k of token t0 + group: the k best valid rows (all of them
+ * when there are k or fewer) by score, ties to the lower index, written to
+ * sel[t][0..k) in increasing index order, -1 after. A radix select finds
+ * the k-th largest key (4 passes of 8 bits, histograms in local memory),
+ * then one ordered pass keeps the keys above it and the first of the keys
+ * equal to it. O(nv) per token. One work-group per token. */
 __kernel void fwd_idx_topk(__global const float *scores, __global int *sel,
                            uint pos0, uint t0, uint nc, uint k, uint ratio)
 {
+    __local uint hist[256];
+    __local uint sc[FWD_WG];
+    __local uint pick[2];
     uint l = get_local_id(0), tt = get_group_id(0), t = t0 + tt;
     uint nv = min((pos0 + t + 1) / ratio, nc);
     uint nsel = min(k, nv);
     __global const float *s = scores + (ulong)tt * nc;
     __global int *out = sel + (ulong)t * k;
-    for (uint j = l; j < nv; j += FWD_WG) {
-        float sj = s[j];
-        uint rank = 0;
-        for (uint i = 0; i < nv && rank < nsel; i++) {
-            float si = s[i];
-            rank += si > sj || (si == sj && i < j);
+    uint thr = 0, need = nsel; /* the key of the k-th, how many equal to take */
+    if (nv > k) {
+        uint prefix = 0, mask = 0;
+        for (int shift = 24; shift >= 0; shift -= 8) {
+            for (uint b = l; b < 256; b += FWD_WG)
+                hist[b] = 0;
+            barrier(CLK_LOCAL_MEM_FENCE);
+            for (uint j = l; j < nv; j += FWD_WG) {
+                uint key = fwd_key(s[j]);
+                if ((key & mask) == prefix)
+                    atomic_inc(&hist[(key >> shift) & 255u]);
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (l == 0) {
+                uint cum = 0, b = 255;
+                for (;; b--) {
+                    if (cum + hist[b] >= need || b == 0)
+                        break;
+                    cum += hist[b];
+                }
+                pick[0] = b;
+                pick[1] = need - cum;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            prefix |= pick[0] << shift;
+            mask |= 255u << shift;
+            need = pick[1];
+            barrier(CLK_LOCAL_MEM_FENCE);
         }
-        if (rank < nsel)
-            out[rank] = (int)j;
+        thr = prefix;
+    }
+    /* ordered pass: keys above thr, and the first `need` keys equal to it */
+    uint base_out = 0, base_eq = 0;
+    for (uint j0 = 0; j0 < nv; j0 += FWD_WG) {
+        uint j = j0 + l;
+        uint key = j < nv ? fwd_key(s[j]) : 0;
+        uint eq = j < nv && nv > k && key == thr;
+        uint teq, tsel;
+        uint eq_before = fwd_scan(eq, sc, &teq) - eq + base_eq;
+        uint take = j < nv && (nv <= k || key > thr || (eq && eq_before < need));
+        uint at = fwd_scan(take, sc, &tsel) - take + base_out;
+        if (take)
+            out[at] = (int)j;
+        base_out += tsel;
+        base_eq += teq;
     }
     for (uint r = nsel + l; r < k; r += FWD_WG)
         out[r] = -1;

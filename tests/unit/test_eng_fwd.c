@@ -293,6 +293,99 @@ static void test_qat_kernels(dev *d)
     free(b);
 }
 
+/* ---- the indexer's causal top-k kernel ----------------------------------- */
+
+/* C reference: the k best of s[0..nv) by (score desc, index asc), as a
+ * 0/1 mask (eng_ref's repeated strict-max selection). */
+static void topk_ref(const float *s, uint32_t nv, uint32_t k, uint8_t *mask)
+{
+    memset(mask, 0, nv);
+    for (uint32_t r = 0; r < k && r < nv; r++) {
+        uint32_t best = UINT32_MAX;
+        for (uint32_t j = 0; j < nv; j++)
+            if (!mask[j] && (best == UINT32_MAX || s[j] > s[best]))
+                best = j;
+        mask[best] = 1;
+    }
+}
+
+/* fwd_idx_topk on nt tokens (token t sees (pos0 + t + 1) / 4 rows of nc). */
+static void test_topk(dev *d)
+{
+    enum { NC = 3072, NT = 6, K = 64 }; /* NC * 4 bytes: sub-buffer aligned */
+    eng_cl *cl = &d->cl;
+    float *sc = ds4_xmalloc(sizeof(float) * NC * NT);
+    int32_t *sel = ds4_xmalloc(sizeof(int32_t) * NT * K);
+    uint8_t *mask = ds4_xmalloc(NC);
+    cl_mem bs = eng_cl_alloc(cl, sizeof(float) * NC * NT, CL_MEM_READ_WRITE);
+    cl_mem bo = eng_cl_alloc(cl, sizeof(int32_t) * NT * K, CL_MEM_READ_WRITE);
+    cl_kernel kk = eng_cl_kernel(cl, "fwd_idx_topk");
+    CHECK(bs && bo && kk);
+    /* positions so that token t has nv = 0, 30, 64, 65, 1000, 3072 rows */
+    static const uint32_t nvs[NT] = {0, 30, 64, 65, 1000, 3072};
+    for (int mode = 0; mode < 4 && bs && bo && kk; mode++) {
+        for (int t = 0; t < NT; t++)
+            for (int j = 0; j < NC; j++) {
+                float v = (float)(urand() * 2 - 1);
+                if (mode == 1) /* few distinct values: many ties at the boundary */
+                    v = (float)((int)(urand() * 7) - 3) * 0.25f;
+                if (mode == 2) /* all equal, zeros of both signs */
+                    v = j % 2 ? 0.0f : -0.0f;
+                if (mode == 3) /* huge range, -inf for some */
+                    v = j % 17 == 0 ? -INFINITY : (float)((urand() - 0.5) * pow(10, 30 * urand()));
+                sc[(size_t)t * NC + j] = v;
+            }
+        for (int i = 0; i < NT * K; i++)
+            sel[i] = 12345;
+        CHECK(eng_cl_write(cl, bs, 0, sc, sizeof(float) * NC * NT) == 0 &&
+              eng_cl_write(cl, bo, 0, sel, sizeof(int32_t) * NT * K) == 0);
+        /* each token its own launch: pos0 chosen for its nv */
+        for (int t = 0; t < NT; t++) {
+            cl_uint pos0 = nvs[t] * 4 - (cl_uint)t, t0 = (cl_uint)t, nc = NC, k = K,
+                    ratio = 4;
+            if (nvs[t] == 0)
+                pos0 = 0; /* token 0 at position 0: no row */
+            cl_mem sub_s = bs; /* scores row tt = 0 of the launch is token t's */
+            cl_buffer_region rg = {(size_t)t * NC * 4, (size_t)NC * 4};
+            cl_int e;
+            sub_s = clCreateSubBuffer(bs, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION,
+                                      &rg, &e);
+            CHECK(e == CL_SUCCESS);
+            const void *v[] = {&sub_s, &bo, &pos0, &t0, &nc, &k, &ratio};
+            size_t sz[] = {sizeof sub_s, sizeof bo, 4, 4, 4, 4, 4};
+            for (cl_uint i = 0; i < 7; i++)
+                CHECK(clSetKernelArg(kk, i, sz[i], v[i]) == CL_SUCCESS);
+            size_t g = 64, l = 64;
+            CHECK(clEnqueueNDRangeKernel(cl->queue, kk, 1, NULL, &g, &l, 0, NULL, NULL) ==
+                  CL_SUCCESS);
+            CHECK(eng_cl_finish(cl) == 0);
+            clReleaseMemObject(sub_s);
+        }
+        CHECK(eng_cl_read(cl, bo, 0, sel, sizeof(int32_t) * NT * K) == 0);
+        for (int t = 0; t < NT; t++) {
+            uint32_t nv = nvs[t], ns = nv < K ? nv : K;
+            topk_ref(sc + (size_t)t * NC, nv, K, mask);
+            size_t bad = 0;
+            for (uint32_t r = 0; r < K; r++) {
+                int32_t j = sel[t * K + r];
+                if (r < ns)
+                    bad += j < 0 || (uint32_t)j >= nv || !mask[j] ||
+                           (r > 0 && j <= sel[t * K + r - 1]);
+                else
+                    bad += j != -1;
+            }
+            CHECKF(bad == 0, "top-k mode %d, %u rows: %zu wrong entries", mode, nv, bad);
+        }
+    }
+    if (bs)
+        clReleaseMemObject(bs);
+    if (bo)
+        clReleaseMemObject(bo);
+    free(sc);
+    free(sel);
+    free(mask);
+}
+
 int main(void)
 {
     int nd = test_no_device();
@@ -312,8 +405,10 @@ int main(void)
         printf("%s model generated in %.1f s\n", fx[i].dir, now_s() - t0);
         dev d;
         if (dev_open(&d, path) == 0) {
-            if (i == 0)
+            if (i == 0) {
                 test_qat_kernels(&d);
+                test_topk(&d);
+            }
             test_fixture(&d, fx[i].dir, sha);
         } else {
             CHECK(0);
