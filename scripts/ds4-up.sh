@@ -9,6 +9,7 @@
 #   scripts/ds4-up.sh restart DAEMON [opt]  restart one stage (others keep serving)
 #   scripts/ds4-up.sh pid DAEMON            print the stage's pid
 #   scripts/ds4-up.sh logs [DAEMON] [-f]    show (or follow) a stage's log
+#   scripts/ds4-up.sh kv-dir DIR            move kvd's storage while serving
 #
 # Run `scripts/ds4-up.sh --help` for the options. docs/OPERATIONS.md explains
 # every operation. The script is idempotent: a second `start` reports the
@@ -45,6 +46,8 @@ Commands:
   pid DAEMON         print the pid of a running stage (exit 1 if not running)
   logs [DAEMON] [-f] last lines of a stage's log (all stages without DAEMON);
                      -f follows
+  kv-dir DIR         switch kvd's KV storage directory while the stack serves
+                     (no restart; DIR is created; later restarts keep it)
 DAEMON is one of: $ALL_DAEMONS
 
 Model and serving (the same flags as ds4-server):
@@ -53,7 +56,7 @@ Model and serving (the same flags as ds4-server):
                           output is noise (see below)
   -c, --ctx N             context size per session (default: engined's, 32768)
       --kv-disk-dir DIR   on-disk KV cache (default \$DS4_CACHE_DIR/kv)
-      --kv-disk-space-mb N  space budget of the KV cache (default 4096)
+      --kv-disk-space-mb N  space budget of the KV cache (default: kvd's)
       --host ADDR         HTTP bind address (default 127.0.0.1)
       --port N            HTTP port (default 8000)
       --api-key KEY       require this key (Authorization: Bearer / x-api-key)
@@ -81,7 +84,7 @@ EOF
 
 # ---- settings ---------------------------------------------------------------
 
-CMD=start; TARGET=""; FOLLOW=0
+CMD=start; TARGET=""; FOLLOW=0; NEW_KV_DIR=""
 # Settings saved in the run directory (restart and recovery reuse them).
 SAVED_VARS="MODEL CTX KV_DIR KV_MB HOST PORT API_KEY CORS BACKEND TEST_MODE LOG_LEVEL BUILD_DIR"
 MODEL=""; CTX=""; KV_DIR=""; KV_MB=""; HOST=""; PORT=""; API_KEY=""; CORS=""
@@ -105,6 +108,8 @@ parse_args() {
                    TARGET=$2; shift ;;
       logs) CMD=logs
             if [ $# -ge 2 ] && [ "${2#-}" = "$2" ]; then TARGET=$2; shift; fi ;;
+      kv-dir) CMD=kv-dir; [ $# -ge 2 ] || die "kv-dir needs a directory"
+              NEW_KV_DIR=$2; shift ;;
       -f|--follow) FOLLOW=1 ;;
       -h|--help) usage; exit 0 ;;
       -m|--model|-c|--ctx|--kv-disk-dir|--kv-disk-space-mb|--host|--port|--api-key|\
@@ -164,7 +169,6 @@ resolve_paths() {
 apply_defaults() {
   BUILD_DIR=${BUILD_DIR:-${DS4_BUILD:-build}}
   KV_DIR=${KV_DIR:-$CACHE_DIR/kv}
-  KV_MB=${KV_MB:-4096}
   HOST=${HOST:-127.0.0.1}
   PORT=${PORT:-8000}
   LOG_LEVEL=${LOG_LEVEL:-info}
@@ -207,8 +211,8 @@ daemon_pid() {
   pf=$(pidfile_of "$1")
   [ -f "$pf" ] || return 1
   if flock -n -s "$pf" true 2>/dev/null; then return 1; fi
-  pid=$(head -c 32 "$pf" 2>/dev/null | tr -dc 0-9)
-  [ -n "$pid" ] && alive "$pid" || return 1
+  read -r pid < "$pf" 2>/dev/null || pid=""
+  [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid" || return 1
   echo "$pid"
 }
 
@@ -248,7 +252,7 @@ build_args() {
   case "$d" in
     kvd)
       add_arg kvd kv-disk-dir "$KV_DIR"
-      add_arg kvd kv-disk-space-mb "$KV_MB" ;;
+      [ -z "$KV_MB" ] || add_arg kvd kv-disk-space-mb "$KV_MB" ;;
     engined)
       add_arg engined model "$MODEL"
       [ -z "$CTX" ] || add_arg engined ctx "$CTX"
@@ -289,10 +293,10 @@ start_daemon() {
     | sed 's/--api-key [^ ]*/--api-key ***/' >> "$log"
   "$BIN/$d" "${ARGS[@]}" </dev/null >>"$log" 2>&1 &
   launcher=$!
-  t0=$(date +%s); limit=${START_TIMEOUT:-120}
+  t0=$SECONDS; limit=${START_TIMEOUT:-120}; local us0=${EPOCHREALTIME/./}
   [ -n "$START_TIMEOUT" ] || [ "$d" != engined ] || limit=1800
   while kill -0 "$launcher" 2>/dev/null; do
-    now=$(date +%s)
+    now=$SECONDS
     if [ $((now - t0)) -ge "$limit" ]; then
       say "  ${R}FAIL${N}  $d not ready after ${limit}s; stopping it. Last log lines ($log):"
       pid=$(daemon_pid "$d") && kill -KILL "$pid" 2>/dev/null
@@ -305,7 +309,7 @@ start_daemon() {
       last=$(tail -n 1 "$log" 2>/dev/null | cut -c1-100)
       say "        $d: waiting for READY ($((now - t0))s) ${D}${last}${N}"
     fi
-    sleep 0.05
+    nap
   done
   wait "$launcher"; rc=$?
   if [ $rc -ne 0 ] || ! pid=$(daemon_pid "$d"); then
@@ -313,14 +317,24 @@ start_daemon() {
     tail -n 15 "$log" | sed 's/^/        /'
     return 1
   fi
-  say "  ${G}ok${N}    $d ready (pid $pid, $(( $(date +%s) - t0 ))s)"
+  local ms=$(( (${EPOCHREALTIME/./} - us0) / 1000 ))
+  say "  ${G}ok${N}    $d ready (pid $pid, $((ms / 1000)).$(printf %03d $((ms % 1000)))s)"
 }
 
 # A process that exists and is not a zombie (a stage killed or stopped is
 # reparented to init, which may take a while to reap it).
 alive() {
+  local st
   kill -0 "$1" 2>/dev/null || return 1
-  [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]
+  read -r st < "/proc/$1/stat" 2>/dev/null || return 1
+  st=${st##*) }
+  [ "${st:0:1}" != Z ]
+}
+
+# Sleep 50 ms without starting a process (the polling loops run often).
+nap() {
+  [ -n "${NAP_FD:-}" ] || exec {NAP_FD}<> <(:)
+  read -r -t 0.05 -u "$NAP_FD" _ 2>/dev/null || true
 }
 
 # SIGTERM, wait for the drain (bounded), then SIGKILL.
@@ -328,15 +342,15 @@ stop_daemon() {
   local d=$1 pid t0 grace=${DS4_STOP_TIMEOUT:-30}
   pid=$(daemon_pid "$d") || return 0
   kill -TERM "$pid" 2>/dev/null
-  t0=$(date +%s)
+  t0=$SECONDS
   while alive "$pid"; do
-    if [ $(( $(date +%s) - t0 )) -ge "$grace" ]; then
+    if [ $((SECONDS - t0)) -ge "$grace" ]; then
       warn "$d (pid $pid) still running ${grace}s after SIGTERM: SIGKILL"
       kill -KILL "$pid" 2>/dev/null
-      while alive "$pid"; do sleep 0.05; done
+      while alive "$pid"; do nap; done
       break
     fi
-    sleep 0.05
+    nap
   done
   say "  stopped $d (pid $pid)"
 }
@@ -544,6 +558,19 @@ cmd_restart() {
   start_daemon "$d"
 }
 
+cmd_kv_dir() {
+  local dir=$NEW_KV_DIR
+  load_conf || true
+  apply_defaults
+  daemon_pid kvd >/dev/null || die "kvd is not running ($RUN_DIR); to change the directory of a stopped stack: start --kv-disk-dir DIR"
+  [ -x "$BIN/ds4" ] || die "$BIN/ds4 is not built"
+  mkdir -p "$dir" || die "cannot create $dir"
+  dir=$(cd "$dir" && pwd)
+  "$BIN/ds4" kv-dir "$dir" --run-dir "$RUN_DIR" --instance "$INSTANCE" || return 1
+  KV_DIR=$dir
+  save_conf
+}
+
 cmd_pid() {
   daemon_pid "$TARGET" || { echo "$TARGET is not running ($RUN_DIR)" >&2; return 1; }
 }
@@ -566,4 +593,5 @@ case "$CMD" in
   restart) cmd_restart ;;
   pid) apply_defaults; cmd_pid ;;
   logs) cmd_logs ;;
+  kv-dir) cmd_kv_dir ;;
 esac

@@ -6,6 +6,8 @@
  *   ds4 status [options]         every stage: pid, readiness (PING over
  *                                ZeroMQ), live counters from its stats
  *                                segment, and the gateway's /health
+ *   ds4 kv-dir DIR [options]     switch kvd's storage directory while the
+ *                                stack runs (KV_SET_DIR; created if needed)
  *
  * Talks HTTP/1.1 over a plain socket to the gateway's OpenAI endpoint
  * (POST /v1/chat/completions with stream: true) and parses the SSE stream
@@ -939,6 +941,23 @@ static int chat_loop(struct cfg *c, json_t *messages, const char *first)
     return 0;
 }
 
+/* Endpoint of a stage: $DS4_<NAME>_ENDPOINT, else its ipc socket. */
+static void stage_endpoint(const struct cfg *c, const char *d, char *out, size_t len)
+{
+    char run_dir[DS4D_PATH_MAX], var[64];
+    snprintf(var, sizeof var, "DS4_%s_ENDPOINT", d);
+    for (char *p = var; *p; p++)
+        *p = *p >= 'a' && *p <= 'z' ? (char)(*p - 32) : *p;
+    const char *env = getenv(var);
+    if (env && *env) {
+        snprintf(out, len, "%s", env);
+        return;
+    }
+    if (ds4d_run_dir_resolve(c->run_dir, run_dir, sizeof run_dir))
+        run_dir[0] = 0;
+    snprintf(out, len, "ipc://%s/%s.sock", run_dir, d);
+}
+
 /* ---- status ----------------------------------------------------------------- */
 
 /* PING a daemon over ZeroMQ; fills pong (ready flag, model) and the round
@@ -996,27 +1015,38 @@ static void fmt_uptime(uint64_t secs, char *out, size_t len)
                  (unsigned long long)(secs % 60));
 }
 
-/* The counters of one stage after the common block, several per line. */
+/* One "name value" cell of the counter table (three per line). */
+static void print_cell(const char *name, uint64_t v, int *col)
+{
+    char val[32];
+    size_t nl = strlen(name);
+    if (nl > 3 && !strcmp(name + nl - 3, "_ns"))
+        snprintf(val, sizeof val, "%.1fms", (double)v / 1e6);
+    else if (nl > 6 && !strcmp(name + nl - 6, "_bytes") && v >= (1u << 20))
+        snprintf(val, sizeof val, "%.1fMiB", (double)v / (1u << 20));
+    else
+        snprintf(val, sizeof val, "%llu", (unsigned long long)v);
+    printf("%s%-24s %10s", *col ? "  " : "    ", name, val);
+    if (++*col == 3) {
+        printf("\n");
+        *col = 0;
+    }
+}
+
+/* The message counters and every counter of the stage's own block. */
 static void print_counters(const ds4_stats *st)
 {
     int col = 0;
+    static const unsigned common[] = {DS4S_frames_in, DS4S_frames_out, DS4S_frames_bad};
+    for (unsigned k = 0; k < 3; k++) {
+        char name[DS4_STATS_NAME_MAX + 1];
+        snprintf(name, sizeof name, "%.*s", DS4_STATS_NAME_MAX, st->desc[common[k]].name);
+        print_cell(name, ds4_stats_get(st, common[k]), &col);
+    }
     for (uint32_t i = DS4S_COMMON_N; i < st->count; i++) {
         char name[DS4_STATS_NAME_MAX + 1];
         snprintf(name, sizeof name, "%.*s", DS4_STATS_NAME_MAX, st->desc[i].name);
-        uint64_t v = ds4_stats_get(st, i);
-        char val[32];
-        size_t nl = strlen(name);
-        if (nl > 3 && !strcmp(name + nl - 3, "_ns"))
-            snprintf(val, sizeof val, "%.1fms", (double)v / 1e6);
-        else if (nl > 6 && !strcmp(name + nl - 6, "_bytes") && v >= (1u << 20))
-            snprintf(val, sizeof val, "%.1fMiB", (double)v / (1u << 20));
-        else
-            snprintf(val, sizeof val, "%llu", (unsigned long long)v);
-        printf("%s%-24s %10s", col ? "  " : "    ", name, val);
-        if (++col == 3) {
-            printf("\n");
-            col = 0;
-        }
+        print_cell(name, ds4_stats_get(st, i), &col);
     }
     if (col)
         printf("\n");
@@ -1051,14 +1081,14 @@ static int status_once(const struct cfg *c, void *ctx)
                 ds4_stats_close(&st, 0);
             continue;
         }
-        /* endpoint: $DS4_<NAME>_ENDPOINT, else the ipc socket in the run dir */
+        const char *env = NULL;
         char var[64];
         snprintf(var, sizeof var, "DS4_%s_ENDPOINT", d);
         for (char *p = var; *p; p++)
             *p = *p >= 'a' && *p <= 'z' ? (char)(*p - 32) : *p;
-        const char *env = getenv(var);
+        env = getenv(var);
         snprintf(sock, sizeof sock, "%s/%s.sock", run_dir, d);
-        snprintf(ep, sizeof ep, "%s%s", env && *env ? "" : "ipc://", env && *env ? env : sock);
+        stage_endpoint(c, d, ep, sizeof ep);
         struct stat sb;
         int ready = 0;
         double ms = 0;
@@ -1084,10 +1114,6 @@ static int status_once(const struct cfg *c, void *ctx)
         printf("  %-11s pid %-7ld up %-7s %s\n", d, pid ? pid : (long)st.shm.hdr->creator_pid, up,
                line);
         if (have_stats) {
-            printf("    %-24s %10llu    %-24s %10llu    %-24s %10llu\n", "frames_in",
-                   (unsigned long long)ds4_stats_get(&st, DS4S_frames_in), "frames_out",
-                   (unsigned long long)ds4_stats_get(&st, DS4S_frames_out), "frames_bad",
-                   (unsigned long long)ds4_stats_get(&st, DS4S_frames_bad));
             print_counters(&st);
             ds4_stats_close(&st, 0);
         }
@@ -1137,6 +1163,63 @@ static int cmd_status(const struct cfg *c)
     return bad ? 1 : 0;
 }
 
+/* KV_SET_DIR to kvd: the directory is made absolute (and created). */
+static int cmd_kv_dir(const struct cfg *c, const char *dir)
+{
+    char abs[4096], ep[DS4D_PATH_MAX + 80], err[256];
+    if (dir[0] == '/')
+        snprintf(abs, sizeof abs, "%s", dir);
+    else {
+        char cwd[2048];
+        if (!getcwd(cwd, sizeof cwd)) {
+            fprintf(stderr, "ds4: getcwd: %s\n", strerror(errno));
+            return 1;
+        }
+        snprintf(abs, sizeof abs, "%s/%s", cwd, dir);
+    }
+    stage_endpoint(c, "kvd", ep, sizeof ep);
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int rc = 1;
+    if (s && ds4w_socket_setup(s, 0) == 0 && zmq_connect(s, ep) == 0) {
+        json_t *j = json_pack("{s:s,s:b}", "dir", abs, "create", 1);
+        ds4w_out o;
+        uint8_t id[16];
+        ds4w_uuid_new(id);
+        ds4w_out_init(&o, DS4W_T_KV_SET_DIR, id);
+        ds4w_out_json(&o, j);
+        json_decref(j);
+        ds4w_msg m;
+        memset(&m, 0, sizeof m);
+        zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+        if (ds4w_send(s, NULL, &o, 0, err, sizeof err))
+            fprintf(stderr, "ds4: cannot send to kvd at %s: %s\n", ep, err);
+        else if (zmq_poll(&it, 1, c->timeout_s * 1000) != 1)
+            fprintf(stderr, "ds4: kvd at %s did not answer (is it running?)\n", ep);
+        else if (ds4w_recv(s, &m, 0, 0, err, sizeof err) != DS4W_OK)
+            fprintf(stderr, "ds4: bad reply from kvd: %s\n", err);
+        else if (m.type == DS4W_T_OK) {
+            json_t *e = json_object_get(m.json, "entries");
+            printf("kvd now stores KV checkpoints in %s (%lld entries there)\n",
+                   json_string_value(json_object_get(m.json, "dir")) ?: abs,
+                   (long long)json_integer_value(e));
+            rc = 0;
+        } else {
+            fprintf(stderr, "ds4: kvd refused: %s\n",
+                    json_string_value(json_object_get(m.json, "message")) ?: "error");
+        }
+        ds4w_msg_close(&m);
+        ds4w_out_free(&o);
+    }
+    if (s) {
+        int zero = 0;
+        zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_close(s);
+    }
+    zmq_ctx_term(ctx);
+    return rc;
+}
+
 /* ---- main ------------------------------------------------------------------- */
 
 static void on_sigint(int sig)
@@ -1173,7 +1256,8 @@ int main(int argc, char **argv)
     }
     int rc = ds4_opts_parse(tables, argc, argv, pos, &npos, err, sizeof err);
     if (rc == DS4_OPTS_HELP) {
-        ds4_opts_help(stdout, "ds4", "[options] [PROMPT...] | ds4 status [options]", tables);
+        ds4_opts_help(stdout, "ds4", "[options] [PROMPT...] | ds4 status | ds4 kv-dir DIR",
+                      tables);
         printf("\nWithout a prompt and with a terminal on stdin: interactive chat (/help).\n"
                "Reasoning is shown dimmed; when stdout is not a terminal it goes to stderr.\n");
         free(pos);
@@ -1222,6 +1306,15 @@ int main(int argc, char **argv)
         }
         free(pos);
         return cmd_status(&c);
+    }
+    if (npos >= 1 && !strcmp(pos[0], "kv-dir")) {
+        if (npos != 2) {
+            fprintf(stderr, "usage: ds4 kv-dir DIR [--run-dir D]\n");
+            return 2;
+        }
+        int r = cmd_kv_dir(&c, pos[1]);
+        free(pos);
+        return r;
     }
     /* The prompt: -p, --prompt-file, the positional words, or stdin. */
     buf_t prompt = {0};

@@ -9,6 +9,11 @@
  *   - restart of each stage alone: same, through SIGTERM and drain;
  *   - strace -p, gdb -batch -p and perf stat -p attached to a serving
  *     stage: requests sent meanwhile are answered, the stage survives;
+ *   - kvd's storage directory swapped while it serves (ds4-up.sh kv-dir,
+ *     and restart kvd --kv-disk-dir): lookups sent during the swap are all
+ *     answered, entries of either directory are found again intact when
+ *     it is switched back, a directory kvd cannot use is refused and the
+ *     old one stays in use;
  *   - kill -9 of every stage, then start: the stack comes back with the
  *     settings it had (saved in the run directory);
  *   - stop: every stage gone, no pidfile held, no socket file, no stats
@@ -26,6 +31,7 @@
 #include <sys/socket.h>
 
 #include "daemon.h"
+#include "kvd/kv_client.h"
 #include "stats.h"
 #include "test.h"
 #include "test_proc.h"
@@ -35,7 +41,7 @@
 static const char *const DN[ND] = {"kvd", "engined", "tokenizerd", "gatewayd"};
 
 static char g_build[1800], g_run[256], g_inst[32], g_port[16], g_cache[2048];
-static char g_env_cache[2100];
+static char g_env_cache[2100], g_kv1[300], g_kv2[300];
 static int g_built[ND];
 static void *g_zctx;
 
@@ -60,7 +66,10 @@ static int up(tp_proc *p, const char *const *args, int timeout_ms)
     char *env[] = {g_env_cache, "DS4_STOP_TIMEOUT=20", NULL};
     if (tp_spawn(p, argv, env))
         return -1;
+    long long t0 = tp_now_ms();
     int rc = tp_finish(p, timeout_ms);
+    if (getenv("DS4_OPS_TRACE"))
+        printf("    ds4-up.sh %s: %lld ms\n", args[0], tp_now_ms() - t0);
     if (rc != 0 && rc != 1 && rc != 3)
         fprintf(stderr, "ds4-up.sh %s: exit %d\n--- stdout\n%s--- stderr\n%s\n", args[0], rc,
                 p->obuf, p->ebuf);
@@ -69,7 +78,7 @@ static int up(tp_proc *p, const char *const *args, int timeout_ms)
 
 /* Start options for this test's stack. */
 #define START_ARGS "start", "--backend", "ref", "--test-mode", "--ctx", "1024", \
-                   "--kv-disk-space-mb", "64"
+                   "--kv-disk-space-mb", "64", "--kv-disk-dir", g_kv1
 
 /* Pid of a stage via `ds4-up.sh pid D`, 0 when not running. */
 static long stage_pid(const char *d)
@@ -164,6 +173,14 @@ static int serves(int i)
     return ok;
 }
 
+/* Pid holding a stage's pidfile (what `ds4-up.sh pid` prints), 0 if none. */
+static long owner_pid(const char *d)
+{
+    char f[300];
+    snprintf(f, sizeof f, "%s/%s.pid", g_run, d);
+    return ds4d_pidfile_owner(f);
+}
+
 /* Every built stage runs with a pid and serves; pids into pid[]. */
 static int all_serve(long pid[ND], const char *when)
 {
@@ -171,7 +188,7 @@ static int all_serve(long pid[ND], const char *when)
     for (int i = 0; i < ND; i++) {
         if (!g_built[i])
             continue;
-        pid[i] = stage_pid(DN[i]);
+        pid[i] = owner_pid(DN[i]);
         int s = pid[i] > 0 && serves(i);
         CHECKF(s, "%s: %s not serving (pid %ld)", when, DN[i], pid[i]);
         ok &= s;
@@ -196,6 +213,8 @@ static void test_start_twice(long pid[ND])
     }
     tp_free(&p);
     all_serve(pid, "after start");
+    for (int i = 0; i < ND; i++) /* the script's pid command agrees */
+        CHECK(!g_built[i] || stage_pid(DN[i]) == pid[i]);
     rc = up(&p, a, 60000);
     CHECKF(rc == 0 && strstr(p.obuf, "already running"), "second start: %d %s", rc, p.obuf);
     CHECK(strstr(p.obuf, "ready (pid") == NULL); /* nothing started */
@@ -333,7 +352,138 @@ static void test_debuggers(const long pid[ND])
     } else {
         printf("skip perf: not installed\n");
     }
-    CHECK(stage_pid("tokenizerd") == pid[i]);
+    CHECK(owner_pid("tokenizerd") == pid[i]);
+}
+
+/* ---- kvd storage swap ------------------------------------------------------------ */
+
+static const char FP[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/* A checkpoint: n token ids from seed and a payload of len bytes. */
+static void make_entry(uint32_t seed, int32_t *ids, size_t n, uint8_t *blob, size_t len)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ull * (seed + 1);
+    for (size_t i = 0; i < n; i++) {
+        x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+        ids[i] = (int32_t)((x * 0x2545F4914F6CDD1Dull >> 33) % 129280);
+    }
+    for (size_t i = 0; i < len; i++) {
+        x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+        blob[i] = (uint8_t)(x * 0x2545F4914F6CDD1Dull >> 56);
+    }
+}
+
+/* Lookup of entry seed: 1 found with the exact payload, 0 miss, -1 error. */
+static int kv_has(kv_client *c, uint32_t seed)
+{
+    int32_t ids[64];
+    uint8_t blob[4096];
+    make_entry(seed, ids, 64, blob, sizeof blob);
+    kvc_query q = {.fingerprint = FP};
+    kvc_found f;
+    char err[256];
+    memset(&f, 0, sizeof f);
+    int rc = kvc_lookup(c, ids, 64, &q, &f, err, sizeof err);
+    if (rc == 1)
+        rc = f.tokens == 64 && f.len == sizeof blob && !memcmp(f.data, blob, sizeof blob) ? 1 : -1;
+    if (rc < 0)
+        fprintf(stderr, "kv lookup %u: %s\n", seed, err);
+    kvc_found_free(&f);
+    return rc;
+}
+
+static int kv_put_entry(kv_client *c, uint32_t seed)
+{
+    int32_t ids[64];
+    uint8_t blob[4096];
+    make_entry(seed, ids, 64, blob, sizeof blob);
+    kvc_meta m = {.fingerprint = FP, .reason = "cold", .prefill_ms = 10};
+    kvc_stored st;
+    char err[256];
+    int rc = kvc_put(c, ids, 64, blob, sizeof blob, &m, &st, err, sizeof err);
+    CHECKF(rc == 0, "kv put %u: %s", seed, err);
+    return rc;
+}
+
+/* Run a ds4-up.sh command while sending lookups of entry seed to kvd; all
+ * of them must be answered (found or miss, no error). Returns its exit. */
+static int up_while_looking(const char *const *args, kv_client *c, uint32_t seed)
+{
+    char *argv[48];
+    int n = 0;
+    argv[n++] = "/bin/bash";
+    argv[n++] = "scripts/ds4-up.sh";
+    for (int i = 0; args[i]; i++)
+        argv[n++] = (char *)args[i];
+    const char *common[] = {"--build", g_build, "--run-dir", g_run, "--instance", g_inst,
+                            "--no-deps", "--no-build", NULL};
+    for (int i = 0; common[i]; i++)
+        argv[n++] = (char *)common[i];
+    argv[n] = NULL;
+    char *env[] = {g_env_cache, NULL};
+    tp_proc p;
+    if (tp_spawn(&p, argv, env))
+        return -1;
+    int lookups = 0, errors = 0;
+    long long end = tp_now_ms() + 60000;
+    while (tp_alive(p.pid) && tp_now_ms() < end) {
+        int r = kv_has(c, seed);
+        lookups++;
+        errors += r < 0;
+        tp_pump(&p, 0);
+    }
+    int rc = tp_finish(&p, 60000);
+    CHECKF(errors == 0, "%s: %d of %d lookups failed during the swap", args[0], errors, lookups);
+    if (rc)
+        fprintf(stderr, "%s\n%s", p.obuf, p.ebuf);
+    tp_free(&p);
+    return rc;
+}
+
+static void test_kv_swap(void)
+{
+    if (!g_built[0])
+        return;
+    char ep[400], err[256];
+    snprintf(ep, sizeof ep, "ipc://%s/kvd.sock", g_run);
+    kvc_opts o = {.endpoint = ep, .instance = g_inst, .timeout_ms = 10000, .zmq_ctx = g_zctx};
+    kv_client *c = kvc_open(&o, err, sizeof err);
+    CHECKF(c != NULL, "%s", err);
+    if (!c)
+        return;
+    CHECK(kv_put_entry(c, 1) == 0);
+    CHECK(kv_has(c, 1) == 1);
+    /* 1. KV_SET_DIR through the script while lookups flow */
+    const char *a1[] = {"kv-dir", g_kv2, NULL};
+    CHECK(up_while_looking(a1, c, 1) == 0);
+    CHECK(kv_has(c, 1) == 0); /* the new directory is empty */
+    CHECK(kv_put_entry(c, 2) == 0);
+    CHECK(kv_has(c, 2) == 1);
+    char conf[300];
+    snprintf(conf, sizeof conf, "%s/stack.conf", g_run);
+    char *txt = test_read_file(conf, NULL);
+    CHECKF(txt && strstr(txt, g_kv2), "stack.conf does not record the new directory");
+    free(txt);
+    /* 2. restart kvd on the first directory: its entry is back, intact */
+    const char *a2[] = {"restart", "kvd", "--kv-disk-dir", g_kv1, NULL};
+    tp_proc p;
+    CHECK(up(&p, a2, 60000) == 0);
+    tp_free(&p);
+    CHECK(kv_has(c, 1) == 1);
+    CHECK(kv_has(c, 2) == 0);
+    /* 3. a directory kvd cannot use is refused; the old one stays */
+    char bad[400];
+    snprintf(bad, sizeof bad, "%s/kvd.log/sub", g_run); /* below a regular file */
+    const char *a3[] = {"kv-dir", bad, NULL};
+    CHECK(up(&p, a3, 60000) != 0);
+    tp_free(&p);
+    CHECK(kv_has(c, 1) == 1);
+    /* 4. back to the second directory without a restart: nothing lost */
+    const char *a4[] = {"kv-dir", g_kv2, NULL};
+    CHECK(up_while_looking(a4, c, 2) == 0);
+    CHECK(kv_has(c, 2) == 1);
+    CHECK(kv_has(c, 1) == 0);
+    kvc_close(c);
 }
 
 /* kill -9 every stage at once; start brings back the same stack. */
@@ -414,6 +564,8 @@ int main(void)
     snprintf(g_inst, sizeof g_inst, "ops%d", (int)getpid());
     snprintf(g_cache, sizeof g_cache, "%s/tests/ds4-cache", g_build);
     snprintf(g_env_cache, sizeof g_env_cache, "DS4_CACHE_DIR=%s", g_cache);
+    snprintf(g_kv1, sizeof g_kv1, "%s/kv1", g_run);
+    snprintf(g_kv2, sizeof g_kv2, "%s/kv2", g_run);
     int lfd = socket(AF_INET, SOCK_STREAM, 0), port = 0;
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof sa;
@@ -431,16 +583,27 @@ int main(void)
     }
     g_zctx = zmq_ctx_new();
     long pid[ND] = {0};
+    long long t = tp_now_ms();
+#define PHASE(name) (printf("  %-28s %5lld ms\n", name, tp_now_ms() - t), t = tp_now_ms())
     test_start_twice(pid);
+    PHASE("start, start again");
     for (int i = 0; i < ND; i++)
         if (g_built[i])
             test_one_stage(pid, i, 0);
+    PHASE("kill -9 + start, each stage");
     for (int i = 0; i < ND; i++)
         if (g_built[i])
             test_one_stage(pid, i, 1);
+    PHASE("restart, each stage");
     test_debuggers(pid);
+    PHASE("strace, gdb, perf");
+    test_kv_swap();
+    all_serve(pid, "after the kv swap");
+    PHASE("kvd storage swap");
     test_kill_all(pid);
+    PHASE("kill -9 all + start");
     test_stop(pid);
+    PHASE("stop");
     cleanup();
     zmq_ctx_term(g_zctx);
     return test_main_end("test_ops");
