@@ -7,7 +7,7 @@
  * (PING, STATS_GET on <run-dir>/gatewayd.sock); libmicrohttpd runs one
  * thread per HTTP connection (gw_http.h). Readiness: READY on --notify-fd
  * once the HTTP port is listening; the port is also written to
- * <run-dir>/gatewayd.port (useful with --port 0). SIGTERM: stop accepting
+ * <run-dir>/gatewayd.port or --port-file (useful with --port 0). SIGTERM: stop accepting
  * connections, let in-flight requests finish (bounded by --drain-ms),
  * then cancel what is left. */
 #include <errno.h>
@@ -28,7 +28,7 @@
 #define GATEWAYD_VERSION "0.1.0"
 
 struct gw_opts {
-    const char *model, *tokenizer_json, *host, *api_key, *model_name;
+    const char *model, *tokenizer_json, *host, *api_key, *model_name, *port_file;
     int port, cors, test_mode, keepalive_ms, stage_timeout_ms;
     uint64_t max_body_mb, ctx, max_conns, replay_entries, replay_mb;
 };
@@ -167,9 +167,12 @@ static void probe_ctx(gw_ctx *cx, struct ctx_probe *p)
     }
 }
 
-static void write_port_file(const ds4d *d, int port, char *path, size_t cap)
+static void write_port_file(const ds4d *d, const char *opt, int port, char *path, size_t cap)
 {
-    snprintf(path, cap, "%s/gatewayd.port", d->run_dir);
+    if (opt && *opt)
+        snprintf(path, cap, "%s", opt);
+    else
+        snprintf(path, cap, "%s/gatewayd.port", d->run_dir);
     char tmp[DS4D_PATH_MAX + 64];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
@@ -185,7 +188,9 @@ int main(int argc, char **argv)
          "GGUF whose vocabulary detokenizes the output (default: the one tokenizerd reports)"},
         {"tokenizer-json", 0, DS4_OPT_STRING, &o.tokenizer_json, NULL, "vocabulary from a HF tokenizer.json instead"},
         {"host", 0, DS4_OPT_STRING, &o.host, "127.0.0.1", "HTTP bind address"},
-        {"port", 0, DS4_OPT_INT, &o.port, "8000", "HTTP port (0: any free port, see <run-dir>/gatewayd.port)"},
+        {"port", 0, DS4_OPT_INT, &o.port, "8000", "HTTP port (0: any free port, see --port-file)"},
+        {"port-file", 0, DS4_OPT_STRING, &o.port_file, NULL,
+         "write the bound HTTP port here (default <run-dir>/gatewayd.port)"},
         {"api-key", 0, DS4_OPT_STRING, &o.api_key, NULL, "require this key (comma-separated list allowed)"},
         {"cors", 0, DS4_OPT_FLAG, &o.cors, NULL, "send CORS headers and answer preflight requests"},
         {"max-body-mb", 0, DS4_OPT_U64, &o.max_body_mb, "32", "largest request body (413 above)"},
@@ -264,7 +269,7 @@ int main(int argc, char **argv)
         ds4_err("%s", err);
         goto out;
     }
-    write_port_file(&d, gw_http_port(http), port_path, sizeof port_path);
+    write_port_file(&d, o.port_file, gw_http_port(http), port_path, sizeof port_path);
     ds4_info("listening on http://%s:%d (tokenizerd %s, engined %s%s%s)", o.host, gw_http_port(http), tok_ep,
              eng_ep, o.api_key ? ", API key required" : "", o.test_mode ? ", TEST MODE" : "");
     if (!o.ctx) {

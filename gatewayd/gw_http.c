@@ -423,7 +423,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         if (is_post) {
             const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-            if (cl && strtoull(cl, NULL, 10) > h->o.max_body) {
+            unsigned long long n = cl ? strtoull(cl, NULL, 10) : 0;
+            if (n > h->o.max_body)
+                hr->too_large = 1;
+            /* a body somewhat over the limit is read and dropped, so that the
+             * client, still sending, gets to read the 413; an absurd one is
+             * refused at once and the connection closed */
+            if (n > 4 * (unsigned long long)h->o.max_body + (16u << 20)) {
                 stat_add(h, DS4S_GW_http_413, 1);
                 return fail(hr, c, GW_E_TOO_LARGE, "request body of %s bytes is over the limit of %zu bytes", cl,
                             h->o.max_body);
