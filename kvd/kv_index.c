@@ -216,15 +216,26 @@ double kv_index_value(const kv_index *x, const kv_entry *e, uint64_t now_ns, dou
     return cost / bytes * (1.0 + (double)e->hits) * decay;
 }
 
+static int skip_key(void *arg, const kv_entry *e)
+{
+    return arg && !strcmp(e->key, (const char *)arg);
+}
+
 int32_t kv_index_victim(const kv_index *x, uint64_t now_ns, double halflife_s,
                         const char *protect)
+{
+    return kv_index_victim_skip(x, now_ns, halflife_s, skip_key, (void *)protect);
+}
+
+int32_t kv_index_victim_skip(const kv_index *x, uint64_t now_ns, double halflife_s,
+                             int (*skip)(void *arg, const kv_entry *e), void *arg)
 {
     double mpt = kv_index_ms_per_token(x);
     int32_t best = -1;
     double bv = 0;
     for (size_t i = 0; i < x->n; i++) {
         const kv_entry *e = &x->e[i];
-        if (protect && !strcmp(e->key, protect))
+        if (skip && skip(arg, e))
             continue;
         double v = kv_index_value(x, e, now_ns, halflife_s, mpt);
         if (best < 0 || v < bv ||

@@ -83,6 +83,9 @@ size_t kv_index_lookup(const kv_index *x, const int32_t *ids, size_t n, const kv
  * Returns the index, or -1 if there is nothing to evict. */
 int32_t kv_index_victim(const kv_index *x, uint64_t now_ns, double halflife_s,
                         const char *protect);
+/* The same, skipping the entries for which skip(arg, e) is true. */
+int32_t kv_index_victim_skip(const kv_index *x, uint64_t now_ns, double halflife_s,
+                             int (*skip)(void *arg, const kv_entry *e), void *arg);
 /* The value above for one entry (exposed for tests). */
 double kv_index_value(const kv_index *x, const kv_entry *e, uint64_t now_ns, double halflife_s,
                       double ms_per_token);

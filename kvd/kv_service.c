@@ -58,6 +58,7 @@ int kv_service_init(kv_service *s, const char *dir, int create, const kv_service
 
 void kv_service_fini(kv_service *s)
 {
+    kv_service_complete_writes(s, 1);
     kv_xfer_fini(&s->xf);
     if (s->have_store)
         kv_store_close(&s->store);
@@ -265,6 +266,27 @@ static int h_lookup(kv_service *s, const ds4w_msg *m, ds4w_out *out, char *err, 
 
 /* --- put ------------------------------------------------------------------- */
 
+/* The answer to a put that ended with rc (KV_*; e3 its message). */
+static int put_reply(kv_service *s, const kv_wjob *j, int rc, const char *e3, const ds4w_msg *m,
+                     ds4w_out *out, char *err, size_t errlen)
+{
+    if (rc == KV_ERR_TOO_LARGE)
+        return fail(s, DS4W_E_TOO_LARGE, NULL, err, errlen, "KV_PUT: %s", e3);
+    if (rc == KV_ERR_CHECKSUM)
+        return fail(s, DS4W_E_INVALID_REQUEST, NULL, err, errlen, "KV_PUT: %s", e3);
+    if (rc != KV_OK) {
+        ds4_warn("checkpoint of %zu tokens not stored: %s", j->req.n, e3);
+        return fail(s, DS4W_E_INTERNAL, NULL, err, errlen,
+                    "KV_PUT: the write failed cleanly, nothing stored: %s", e3);
+    }
+    const kv_put_res *res = &j->res;
+    ds4_debug("stored %s: %zu tokens, %llu bytes, %u evicted%s", res->key, j->req.n,
+              (unsigned long long)res->bytes, res->evicted, res->unchanged ? " (unchanged)" : "");
+    return reply_json(out, DS4W_T_KV_STORED, m,
+                      json_pack("{s:s,s:I,s:I}", "key", res->key, "bytes",
+                                (json_int_t)res->bytes, "evicted", (json_int_t)res->evicted));
+}
+
 static int h_put(kv_service *s, const ds4w_msg *m, ds4w_out *out, char *err, size_t errlen)
 {
     const char *fp, *fam;
@@ -339,25 +361,65 @@ static int h_put(kv_service *s, const ds4w_msg *m, ds4w_out *out, char *err, siz
         r.len = ref.length;
         r.expect_checksum = ref.checksum;
     }
-    kv_put_res res;
-    char e3[512];
-    int src = kv_store_put(&s->store, &r, &res, e3, sizeof e3);
-    ds4_shm_detach(&seg);
-    free(ids);
-    if (src == KV_ERR_TOO_LARGE)
-        return fail(s, DS4W_E_TOO_LARGE, NULL, err, errlen, "KV_PUT: %s", e3);
-    if (src == KV_ERR_CHECKSUM)
-        return fail(s, DS4W_E_INVALID_REQUEST, NULL, err, errlen, "KV_PUT: %s", e3);
-    if (src != KV_OK) {
-        ds4_warn("checkpoint of %zu tokens not stored: %s", n, e3);
-        return fail(s, DS4W_E_INTERNAL, NULL, err, errlen,
-                    "KV_PUT: the write failed cleanly, nothing stored: %s", e3);
+    /* the job owns what the write needs (it may outlive m) */
+    kv_wjob *j = ds4_xcalloc(1, sizeof *j);
+    j->ids = ids;
+    j->seg = seg; /* moved */
+    if (r.payload && r.len) {
+        j->inline_copy = ds4_xmalloc((size_t)r.len);
+        memcpy(j->inline_copy, r.payload, (size_t)r.len);
+        r.payload = j->inline_copy;
     }
-    ds4_debug("stored %s: %zu tokens, %llu bytes, %u evicted%s", res.key, n,
-              (unsigned long long)res.bytes, res.evicted, res.unchanged ? " (unchanged)" : "");
-    return reply_json(out, DS4W_T_KV_STORED, m,
-                      json_pack("{s:s,s:I,s:I}", "key", res.key, "bytes", (json_int_t)res.bytes,
-                                "evicted", (json_int_t)res.evicted));
+    j->req = r;
+    j->route = m->route;
+    memcpy(j->reqid, m->reqid, 16);
+    char e3[512];
+    rc = kv_store_put_begin(&s->store, &j->req, &j->job, &j->res, e3, sizeof e3);
+    if (rc == KV_DONE) {
+        rc = put_reply(s, j, KV_OK, "", m, out, err, errlen);
+    } else if (rc != KV_OK) {
+        rc = put_reply(s, j, rc, e3, m, out, err, errlen);
+    } else if (s->cfg.writer) {
+        kv_writer_submit(s->cfg.writer, j);
+        return KV_SVC_DEFERRED;
+    } else {
+        kv_put_write(&j->job, &j->req);
+        rc = kv_store_put_end(&s->store, &j->job, &j->res, e3, sizeof e3);
+        rc = put_reply(s, j, rc, e3, m, out, err, errlen);
+    }
+    kv_wjob_free(j);
+    return rc;
+}
+
+/* Finish the writes the writer handed back (all in flight when wait is
+ * set), replying to each through the daemon's callback. */
+void kv_service_complete_writes(kv_service *s, int wait)
+{
+    if (!s->cfg.writer)
+        return;
+    kv_wjob *j;
+    while ((j = wait ? kv_writer_take_wait(s->cfg.writer) : kv_writer_take(s->cfg.writer))) {
+        char e3[512], err[1024];
+        int rc = kv_store_put_end(&s->store, &j->job, &j->res, e3, sizeof e3);
+        ds4w_out out;
+        memset(&out, 0, sizeof out);
+        const char *field = NULL;
+        ds4w_msg m;
+        memset(&m, 0, sizeof m);
+        m.hdr_ok = 1;
+        m.type = DS4W_T_KV_PUT;
+        memcpy(m.reqid, j->reqid, 16);
+        m.route = j->route;
+        m.json_frame = -1;
+        rc = put_reply(s, j, rc, e3, &m, &out, err, sizeof err);
+        if (rc)
+            field = s->field[0] ? s->field : NULL;
+        if (s->cfg.reply)
+            s->cfg.reply(s->cfg.reply_arg, &m, rc, &out, field, err);
+        else
+            ds4w_out_free(&out);
+        kv_wjob_free(j);
+    }
 }
 
 /* --- release, set_dir ----------------------------------------------------------- */
@@ -383,6 +445,7 @@ static int h_set_dir(kv_service *s, const ds4w_msg *m, ds4w_out *out, char *err,
     if (!dir || dir[0] != '/' || strlen(dir) >= PATH_MAX - 64)
         return fail(s, DS4W_E_INVALID_REQUEST, "dir", err, errlen,
                     "field 'dir': expected an absolute path");
+    kv_service_complete_writes(s, 1); /* nothing in flight across a switch */
     char real[PATH_MAX];
     if (realpath(dir, real) && !strcmp(real, s->store.dir)) {
         ds4_info("storage directory is already %s", real);
@@ -443,6 +506,6 @@ int kv_service_handle(kv_service *s, const ds4w_msg *m, ds4w_out *out, const cha
     if (rc)
         ds4w_out_free(out);
     if (field)
-        *field = rc && s->field[0] ? s->field : NULL;
+        *field = rc > 0 && s->field[0] ? s->field : NULL;
     return rc;
 }

@@ -14,7 +14,9 @@
  *                  checksum (verified while reading); or inline bytes
  *                  when the request has flag INLINE
  *   KV_PUT      -> KV_STORED; payload from the sender's segment (SHMREF:
- *                  read with pread, checksum checked if given) or inline
+ *                  read with pread, checksum checked if given) or inline;
+ *                  with a writer thread the file I/O runs there and the
+ *                  reply is deferred, lookups go on meanwhile
  *   KV_RELEASE  -> OK (segment back to the pool) | ERROR not_found
  *   KV_SET_DIR  -> OK {dir, entries} | ERROR invalid_request (old dir kept)
  *
@@ -29,6 +31,7 @@
 #include <stdint.h>
 
 #include "kv_store.h"
+#include "kv_writer.h"
 #include "kv_xfer.h"
 #include "shm.h"
 #include "stats.h"
@@ -39,6 +42,14 @@
 #endif
 
 #define KV_SVC_FIELD_MAX 64
+/* kv_service_handle: the reply comes later, through cfg.reply. */
+#define KV_SVC_DEFERRED (-2)
+
+/* How a deferred reply is sent: m carries the route and request id; rc 0
+ * with the reply in *out (the callee sends or frees it), or an error code
+ * with err (and field). */
+typedef void (*kv_reply_fn)(void *arg, const ds4w_msg *m, int rc, ds4w_out *out,
+                            const char *field, const char *err);
 
 typedef struct kv_service_cfg {
     const char *instance;     /* names transfer segments */
@@ -47,6 +58,9 @@ typedef struct kv_service_cfg {
     uint64_t xfer_max_bytes;  /* 0: no cap on handed-out segments */
     uint64_t xfer_pool_bytes; /* released segments kept for reuse */
     int test_mode;
+    kv_writer *writer;        /* NULL: KV_PUT writes before it returns */
+    kv_reply_fn reply;        /* deferred replies (with a writer) */
+    void *reply_arg;
 } kv_service_cfg;
 
 typedef struct kv_service {
@@ -67,9 +81,13 @@ void kv_service_fini(kv_service *s);
 
 /* Handle one decoded request (see above). DS4W_OK with the reply in *out,
  * or an error code with a message in err and, for invalid_request, the
- * field in *field. */
+ * field in *field; KV_SVC_DEFERRED: a KV_PUT went to the writer thread,
+ * its reply will come through cfg.reply from kv_service_complete_writes. */
 int kv_service_handle(kv_service *s, const ds4w_msg *m, ds4w_out *out, const char **field,
                       char *err, size_t errlen);
+/* End the writes the writer has finished and send their replies; with
+ * wait, every write in flight (before a directory switch, at shutdown). */
+void kv_service_complete_writes(kv_service *s, int wait);
 
 /* Housekeeping (expire transfer segments); call about once a second. */
 void kv_service_tick(kv_service *s);

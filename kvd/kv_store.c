@@ -38,10 +38,10 @@ void kv_crashpoint(const char *name)
 {
     if (crash_filter[0] && strncmp(name, crash_filter, strlen(crash_filter)))
         return;
-    crash_count++;
-    if (crash_at && crash_count == crash_at) {
+    uint64_t n = __atomic_add_fetch(&crash_count, 1, __ATOMIC_SEQ_CST);
+    if (crash_at && n == crash_at) {
         ds4_log_force(DS4_LOG_WARN, "test mode: crash point %llu (%s): SIGKILL",
-                      (unsigned long long)crash_count, name);
+                      (unsigned long long)n, name);
         raise(SIGKILL);
         _exit(137);
     }
@@ -49,7 +49,7 @@ void kv_crashpoint(const char *name)
 
 uint64_t kv_crash_count(void)
 {
-    return crash_count;
+    return __atomic_load_n(&crash_count, __ATOMIC_SEQ_CST);
 }
 
 /* --- helpers --------------------------------------------------------------- */
@@ -69,7 +69,7 @@ static void stat_add(const kv_store *s, unsigned i, uint64_t v)
 
 uint64_t kv_store_used(const kv_store *s)
 {
-    return s->idx.bytes + s->quarantine_bytes;
+    return s->idx.bytes + s->quarantine_bytes + s->pend_bytes;
 }
 
 void kv_store_gauges(const kv_store *s)
@@ -270,9 +270,16 @@ static void evict(kv_store *s, int32_t i, const char *why)
              (unsigned long long)e.disk_bytes, (unsigned long long)e.hits, why);
 }
 
-/* Make used + need <= budget; protect: a key not to evict. Returns files
- * deleted, or -1 if it cannot be done. */
-static int make_room(kv_store *s, uint64_t need, const char *protect)
+/* Entries with a write in flight are not evicted (their file is about to
+ * be replaced). */
+static int skip_pending(void *arg, const kv_entry *e)
+{
+    return kv_store_pending(arg, e->key);
+}
+
+/* Make used + need <= budget. Returns files deleted, or -1 if it cannot be
+ * done. */
+static int make_room(kv_store *s, uint64_t need)
 {
     int n = 0;
     uint64_t budget = s->cfg.budget_bytes;
@@ -281,7 +288,7 @@ static int make_room(kv_store *s, uint64_t need, const char *protect)
             n++;
             continue;
         }
-        int32_t v = kv_index_victim(&s->idx, wall_ns(), s->cfg.halflife_s, protect);
+        int32_t v = kv_index_victim_skip(&s->idx, wall_ns(), s->cfg.halflife_s, skip_pending, s);
         if (v < 0)
             return -1;
         evict(s, v, "space budget");
@@ -298,7 +305,7 @@ unsigned kv_store_shrink(kv_store *s, uint64_t target)
             n++;
             continue;
         }
-        int32_t v = kv_index_victim(&s->idx, wall_ns(), s->cfg.halflife_s, NULL);
+        int32_t v = kv_index_victim_skip(&s->idx, wall_ns(), s->cfg.halflife_s, skip_pending, s);
         if (v < 0)
             break;
         evict(s, v, "space budget");
@@ -497,6 +504,10 @@ void kv_store_close(kv_store *s)
     if (s->dir_fd >= 0)
         close(s->dir_fd);
     kv_index_free(&s->idx);
+    DS4_ASSERT(s->npend == 0);
+    free(s->pend);
+    s->pend = NULL;
+    s->cappend = 0;
     s->dir_fd = s->lock_fd = s->qdir_fd = -1;
 }
 
@@ -520,6 +531,8 @@ static int try_candidate(kv_store *s, int32_t idx, const int32_t *ids, const kv_
     char name[KV_KEY_LEN + 8], why[256];
     snprintf(name, sizeof name, "%s%s", e.key, KV_SUFFIX);
     *bad = 0;
+    if (kv_store_pending(s, e.key))
+        return 0; /* being rewritten: its file may change under us */
     int fd = openat(s->dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) {
@@ -628,10 +641,8 @@ int kv_store_lookup(kv_store *s, const int32_t *ids, size_t n, const kv_query *q
 /* --- put ---------------------------------------------------------------------- */
 
 /* Write the temp file's contents; fills h->payload_checksum. 0 or -1. */
-static int write_body(kv_store *s, int fd, kv_hdr *h, const kv_put_req *r, char *err,
-                      size_t errlen)
+static int write_body(int fd, kv_hdr *h, const kv_put_req *r, char *err, size_t errlen)
 {
-    (void)s;
     if (fallocate(fd, 0, 0, (off_t)h->file_size) && errno != EOPNOTSUPP && errno != ENOSYS) {
         ds4_seterr(err, errlen, "reserving %llu bytes: %s", (unsigned long long)h->file_size,
                    strerror(errno));
@@ -713,104 +724,173 @@ static int write_body(kv_store *s, int fd, kv_hdr *h, const kv_put_req *r, char 
     return 0;
 }
 
-int kv_store_put(kv_store *s, const kv_put_req *r, kv_put_res *res, char *err, size_t errlen)
+/* --- pending writes ----------------------------------------------------------- */
+
+static int pending_idx(const kv_store *s, const char *key)
+{
+    for (size_t i = 0; i < s->npend; i++)
+        if (!strcmp(s->pend[i].key, key))
+            return (int)i;
+    return -1;
+}
+
+int kv_store_pending(const kv_store *s, const char *key)
+{
+    return pending_idx(s, key) >= 0;
+}
+
+static void pending_add(kv_store *s, const char *key, uint64_t bytes)
+{
+    if (s->npend == s->cappend) {
+        s->cappend = s->cappend ? 2 * s->cappend : 8;
+        s->pend = ds4_xrealloc(s->pend, s->cappend * sizeof *s->pend);
+    }
+    snprintf(s->pend[s->npend].key, sizeof s->pend[s->npend].key, "%s", key);
+    s->pend[s->npend].bytes = bytes;
+    s->pend_bytes += bytes;
+    s->npend++;
+}
+
+static void pending_del(kv_store *s, const char *key)
+{
+    int i = pending_idx(s, key);
+    DS4_ASSERT(i >= 0);
+    s->pend_bytes -= s->pend[i].bytes;
+    s->pend[i] = s->pend[--s->npend];
+}
+
+/* --- put ------------------------------------------------------------------------ */
+
+int kv_store_put_begin(kv_store *s, const kv_put_req *r, kv_put_job *job, kv_put_res *res,
+                       char *err, size_t errlen)
 {
     memset(res, 0, sizeof *res);
-    uint64_t t0 = ds4_now_ns();
-    kv_hdr h;
-    memset(&h, 0, sizeof h);
-    h.n_tokens = (uint32_t)r->n;
-    h.reason = r->reason;
-    h.payload_size = r->len;
-    h.ids_hash = kv_ids_hash(r->ids, r->n);
-    h.created_unix_ns = wall_ns();
-    h.prefill_us = r->prefill_us;
-    snprintf(h.fingerprint, sizeof h.fingerprint, "%s", r->fingerprint);
-    snprintf(h.family, sizeof h.family, "%s", r->family ? r->family : "");
-    snprintf(h.quant, sizeof h.quant, "%s", r->quant ? r->quant : "");
-    kv_hdr_finish(&h);
-    kv_key(h.ids_hash, h.fingerprint, res->key);
-    uint64_t disk = kv_disk_bytes(h.file_size);
+    memset(job, 0, sizeof *job);
+    job->t0 = ds4_now_ns();
+    kv_hdr *h = &job->h;
+    h->n_tokens = (uint32_t)r->n;
+    h->reason = r->reason;
+    h->payload_size = r->len;
+    h->ids_hash = kv_ids_hash(r->ids, r->n);
+    h->created_unix_ns = wall_ns();
+    h->prefill_us = r->prefill_us;
+    snprintf(h->fingerprint, sizeof h->fingerprint, "%s", r->fingerprint);
+    snprintf(h->family, sizeof h->family, "%s", r->family ? r->family : "");
+    snprintf(h->quant, sizeof h->quant, "%s", r->quant ? r->quant : "");
+    kv_hdr_finish(h);
+    kv_key(h->ids_hash, h->fingerprint, res->key);
+    snprintf(job->key, sizeof job->key, "%s", res->key);
+    job->disk = kv_disk_bytes(h->file_size);
     int32_t old = kv_index_find(&s->idx, res->key);
-    if (old >= 0 && r->expect_checksum && s->idx.e[old].h.payload_checksum == r->expect_checksum &&
+    if (old >= 0 && r->expect_checksum && !kv_store_pending(s, res->key) &&
+        s->idx.e[old].h.payload_checksum == r->expect_checksum &&
         s->idx.e[old].h.payload_size == r->len && s->idx.e[old].h.n_tokens == r->n) {
         /* The same checkpoint again: keep the file, note the use. */
         s->idx.e[old].last_used_ns = wall_ns();
         res->bytes = s->idx.e[old].h.file_size;
         res->unchanged = 1;
-        return KV_OK;
+        return KV_DONE;
     }
-    if (s->cfg.budget_bytes && disk > s->cfg.budget_bytes) {
+    if (s->cfg.budget_bytes && job->disk > s->cfg.budget_bytes) {
         ds4_seterr(err, errlen, "checkpoint of %llu bytes exceeds the whole budget of %llu",
-                   (unsigned long long)disk, (unsigned long long)s->cfg.budget_bytes);
+                   (unsigned long long)job->disk, (unsigned long long)s->cfg.budget_bytes);
         stat_add(s, DS4S_KV_save_errors, 1);
         return KV_ERR_TOO_LARGE;
     }
-    int ev = make_room(s, disk, NULL);
+    int ev = make_room(s, job->disk);
     if (ev < 0) {
-        ds4_seterr(err, errlen, "cannot make room for %llu bytes", (unsigned long long)disk);
+        ds4_seterr(err, errlen, "cannot make room for %llu bytes (writes in progress)",
+                   (unsigned long long)job->disk);
         stat_add(s, DS4S_KV_save_errors, 1);
         kv_store_gauges(s);
         return KV_ERR_TOO_LARGE;
     }
     res->evicted = (unsigned)ev;
-    old = kv_index_find(&s->idx, res->key); /* eviction reorders the index */
-    char tmp[NAME_MAX + 1], name[KV_KEY_LEN + 8];
-    snprintf(tmp, sizeof tmp, "%s%s-%ld-%llu", KV_TMP_PREFIX, res->key, (long)getpid(),
-             (unsigned long long)++s->seq);
-    snprintf(name, sizeof name, "%s%s", res->key, KV_SUFFIX);
+    job->dir_fd = s->dir_fd;
+    snprintf(job->dir, sizeof job->dir, "%s", s->dir);
+    snprintf(job->tmp, sizeof job->tmp, "%s%s-%ld-%llu", KV_TMP_PREFIX, res->key,
+             (long)getpid(), (unsigned long long)++s->seq);
+    snprintf(job->name, sizeof job->name, "%s%s", res->key, KV_SUFFIX);
+    pending_add(s, res->key, job->disk);
+    return KV_OK;
+}
+
+int kv_put_write(kv_put_job *job, const kv_put_req *r)
+{
+    char *err = job->err;
+    size_t errlen = sizeof job->err;
     kv_crashpoint("put.begin");
-    int fd = openat(s->dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int fd = openat(job->dir_fd, job->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    0600);
     if (fd < 0) {
-        ds4_seterr(err, errlen, "create %s/%s: %s", s->dir, tmp, strerror(errno));
-        goto fail_nofile;
+        ds4_seterr(err, errlen, "create %s/%s: %s", job->dir, job->tmp, strerror(errno));
+        return job->rc = KV_ERR_IO;
     }
     kv_crashpoint("put.created");
-    if (write_body(s, fd, &h, r, err, errlen)) {
+    if (write_body(fd, &job->h, r, err, errlen)) {
         int e = errno;
         close(fd);
-        unlinkat(s->dir_fd, tmp, 0);
-        errno = e;
-        stat_add(s, DS4S_KV_save_errors, 1);
-        kv_store_gauges(s);
-        return e == EBADMSG ? KV_ERR_CHECKSUM : KV_ERR_IO;
+        unlinkat(job->dir_fd, job->tmp, 0);
+        return job->rc = e == EBADMSG ? KV_ERR_CHECKSUM : KV_ERR_IO;
     }
     if (close(fd)) {
-        ds4_seterr(err, errlen, "close %s: %s", tmp, strerror(errno));
-        unlinkat(s->dir_fd, tmp, 0);
-        goto fail_nofile;
+        ds4_seterr(err, errlen, "close %s: %s", job->tmp, strerror(errno));
+        unlinkat(job->dir_fd, job->tmp, 0);
+        return job->rc = KV_ERR_IO;
     }
-    if (renameat(s->dir_fd, tmp, s->dir_fd, name)) {
-        ds4_seterr(err, errlen, "rename %s to %s: %s", tmp, name, strerror(errno));
-        unlinkat(s->dir_fd, tmp, 0);
-        goto fail_nofile;
+    if (renameat(job->dir_fd, job->tmp, job->dir_fd, job->name)) {
+        ds4_seterr(err, errlen, "rename %s to %s: %s", job->tmp, job->name, strerror(errno));
+        unlinkat(job->dir_fd, job->tmp, 0);
+        return job->rc = KV_ERR_IO;
     }
+    job->renamed = 1;
     kv_crashpoint("put.renamed");
-    if (fsync(s->dir_fd)) {
+    if (fsync(job->dir_fd)) {
         /* The rename may not be durable: do not acknowledge it. */
-        ds4_seterr(err, errlen, "fsync of %s: %s", s->dir, strerror(errno));
-        if (old >= 0)
-            kv_index_remove(&s->idx, old);
-        unlinkat(s->dir_fd, name, 0);
-        goto fail_nofile;
+        ds4_seterr(err, errlen, "fsync of %s: %s", job->dir, strerror(errno));
+        unlinkat(job->dir_fd, job->name, 0);
+        return job->rc = KV_ERR_IO;
     }
     kv_crashpoint("put.dir_synced");
+    return job->rc = KV_OK;
+}
+
+int kv_store_put_end(kv_store *s, kv_put_job *job, kv_put_res *res, char *err, size_t errlen)
+{
+    pending_del(s, job->key);
+    int32_t old = kv_index_find(&s->idx, job->key);
+    if (job->rc != KV_OK) {
+        if (job->renamed && old >= 0) /* its file was replaced, then removed */
+            kv_index_remove(&s->idx, old);
+        ds4_seterr(err, errlen, "%s", job->err);
+        stat_add(s, DS4S_KV_save_errors, 1);
+        kv_store_gauges(s);
+        return job->rc;
+    }
     kv_entry e;
     memset(&e, 0, sizeof e);
-    snprintf(e.key, sizeof e.key, "%s", res->key);
-    e.h = h;
-    e.disk_bytes = disk;
+    snprintf(e.key, sizeof e.key, "%s", job->key);
+    e.h = job->h;
+    e.disk_bytes = job->disk;
     e.hits = old >= 0 ? s->idx.e[old].hits : 0;
     e.last_used_ns = wall_ns();
     kv_index_put(&s->idx, &e);
-    res->bytes = h.file_size;
+    res->bytes = job->h.file_size;
     stat_add(s, DS4S_KV_saves, 1);
-    stat_add(s, DS4S_KV_bytes_written, h.file_size);
-    stat_add(s, DS4S_KV_write_ns, ds4_now_ns() - t0);
+    stat_add(s, DS4S_KV_bytes_written, job->h.file_size);
+    stat_add(s, DS4S_KV_write_ns, ds4_now_ns() - job->t0);
     kv_store_gauges(s);
     return KV_OK;
-fail_nofile:
-    stat_add(s, DS4S_KV_save_errors, 1);
-    kv_store_gauges(s);
-    return KV_ERR_IO;
+}
+
+int kv_store_put(kv_store *s, const kv_put_req *r, kv_put_res *res, char *err, size_t errlen)
+{
+    kv_put_job job;
+    int rc = kv_store_put_begin(s, r, &job, res, err, errlen);
+    if (rc == KV_DONE)
+        return KV_OK;
+    if (rc)
+        return rc;
+    kv_put_write(&job, r);
+    return kv_store_put_end(s, &job, res, err, errlen);
 }

@@ -56,11 +56,18 @@ typedef struct kv_store {
     uint64_t quarantine_bytes;
     unsigned opened_quarantined, opened_tmp_removed, opened_evicted;
     uint64_t seq;
+    struct kv_pending {
+        char key[KV_KEY_LEN + 1];
+        uint64_t bytes;
+    } *pend;                      /* writes begun, not ended */
+    size_t npend, cappend;
+    uint64_t pend_bytes;
 } kv_store;
 
-/* Failure kinds of kv_store_put. */
+/* Results of kv_store_put and its parts. */
 enum {
     KV_OK = 0,
+    KV_DONE = -1,         /* put_begin: nothing to write (same checkpoint) */
     KV_ERR_TOO_LARGE = 1, /* larger than the whole budget */
     KV_ERR_IO = 2,        /* disk error (full, read-only...): nothing stored */
     KV_ERR_CHECKSUM = 3,  /* payload differs from its declared checksum, or
@@ -133,6 +140,35 @@ typedef struct kv_put_res {
 /* Store a checkpoint durably (see above). KV_OK, or a KV_ERR_* with err;
  * on failure nothing new is left in the directory. */
 int kv_store_put(kv_store *s, const kv_put_req *r, kv_put_res *res, char *err, size_t errlen);
+
+/* kv_store_put in three parts, so the file I/O can run on another thread
+ * while the store's thread serves lookups:
+ *   begin (store thread): key, budget and eviction, the write registered as
+ *     pending (its bytes count against the budget, its key is neither
+ *     evicted nor served until it ends). KV_OK: run write then end;
+ *     KV_DONE: the same checkpoint is already stored (*res filled);
+ *     KV_ERR_*: refused (err).
+ *   write (any thread): temp file, data, fsync, rename, directory fsync;
+ *     touches nothing but the directory (job->rc, job->err).
+ *   end (store thread): the entry enters the index; returns job->rc.
+ * Every begun write must end before the store is closed. */
+typedef struct kv_put_job {
+    int dir_fd;
+    char dir[PATH_MAX];
+    char key[KV_KEY_LEN + 1];
+    char tmp[NAME_MAX + 1];
+    char name[KV_KEY_LEN + 8];
+    kv_hdr h;
+    uint64_t disk, t0;
+    int rc, renamed;
+    char err[512];
+} kv_put_job;
+int kv_store_put_begin(kv_store *s, const kv_put_req *r, kv_put_job *job, kv_put_res *res,
+                       char *err, size_t errlen);
+int kv_put_write(kv_put_job *job, const kv_put_req *r);
+int kv_store_put_end(kv_store *s, kv_put_job *job, kv_put_res *res, char *err, size_t errlen);
+/* A write of this key is in flight. */
+int kv_store_pending(const kv_store *s, const char *key);
 
 /* Delete entries (lowest value first) until at most target bytes are
  * used. Returns how many files were deleted. */

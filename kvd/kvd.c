@@ -3,13 +3,16 @@
  * sequence through a shared-memory transfer segment (or inline), stores
  * KV_PUT checkpoints crash-safely within a space budget, and switches its
  * storage directory on KV_SET_DIR (handlers in kv_service.c).
- * Single-threaded: each request is answered before the next is read, so a
- * directory switch never races a write, and draining after SIGTERM means
- * answering what is already queued.
+ * One thread serves requests; the file I/O of KV_PUT runs on a writer
+ * thread (kv_writer.h) so lookups are never held up by a big write. A
+ * directory switch first waits for the writes in flight; draining after
+ * SIGTERM answers what is queued and finishes the writes.
  *
  * Test mode (--test-mode) honours DS4_KVD_CRASH_AT=N (and optionally
  * DS4_KVD_CRASH_FILTER=prefix): kvd SIGKILLs itself at the N-th crash
- * point (kv_crashpoint) so tests can check every interrupted write. */
+ * point (kv_crashpoint) so tests can check every interrupted write, and
+ * DS4_KVD_WRITE_GATE=<fifo>: the writer reads a byte from it before each
+ * write, so a test can hold a write in flight. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,7 +77,9 @@ static int serve_one(ds4d *d, void *sock, kv_service *svc)
         const char *field = NULL;
         uint64_t t0 = ds4_now_ns();
         rc = kv_service_handle(svc, &m, &out, &field, err, sizeof err);
-        if (rc) {
+        if (rc == KV_SVC_DEFERRED) {
+            ds4_debug("%s handed to the writer", ds4w_type_name(m.type));
+        } else if (rc) {
             send_error(d, sock, &m, rc, field, err);
         } else {
             char e2[256] = "";
@@ -96,6 +101,31 @@ static int serve_one(ds4d *d, void *sock, kv_service *svc)
     return 1;
 }
 
+/* Where deferred replies (writes finished by the writer thread) go. */
+struct reply_ctx {
+    ds4d *d;
+    void *sock;
+};
+
+static void deferred_reply(void *arg, const ds4w_msg *m, int rc, ds4w_out *out,
+                           const char *field, const char *err)
+{
+    struct reply_ctx *r = arg;
+    char rid[DS4W_UUID_STR];
+    ds4w_uuid_format(m->reqid, rid);
+    ds4_log_set_reqid(rid);
+    if (rc) {
+        send_error(r->d, r->sock, (ds4w_msg *)m, rc, field, err);
+    } else {
+        char e2[256] = "";
+        if (ds4w_send(r->sock, &m->route, out, ZMQ_DONTWAIT, e2, sizeof e2))
+            ds4_warn("reply KV_STORED not sent: %s", e2);
+        else
+            ds4_stats_add(&r->d->stats, DS4S_frames_out, 1);
+    }
+    ds4_log_set_reqid(NULL);
+}
+
 static int serve_pending(ds4d *d, void *sock, kv_service *svc)
 {
     int rc;
@@ -104,22 +134,25 @@ static int serve_pending(ds4d *d, void *sock, kv_service *svc)
     return rc;
 }
 
-static void run_loop(ds4d *d, void *sock, kv_service *svc)
+static void run_loop(ds4d *d, void *sock, kv_service *svc, kv_writer *w)
 {
-    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+    zmq_pollitem_t it[2] = {{sock, 0, ZMQ_POLLIN, 0}, {NULL, kv_writer_fd(w), ZMQ_POLLIN, 0}};
     uint64_t last_tick = ds4_now_ns();
     while (ds4d_running(d)) {
         if (ds4d_draining(d)) {
             serve_pending(d, sock, svc);
+            kv_service_complete_writes(svc, 1);
             ds4_info("drained, stopping");
             ds4d_stop(d);
             break;
         }
-        it.revents = 0;
-        int n = ds4d_poll(d, &it, 1, 1000);
+        it[0].revents = it[1].revents = 0;
+        int n = ds4d_poll(d, it, 2, 1000);
         if (n < 0)
             break;
-        if (n > 0 && (it.revents & ZMQ_POLLIN) && serve_pending(d, sock, svc) < 0)
+        if (n > 0 && (it[1].revents & ZMQ_POLLIN))
+            kv_service_complete_writes(svc, 0);
+        if (n > 0 && (it[0].revents & ZMQ_POLLIN) && serve_pending(d, sock, svc) < 0)
             break;
         if (ds4_now_ns() - last_tick > 1000000000ull) {
             kv_service_tick(svc);
@@ -211,7 +244,9 @@ int main(int argc, char **argv)
         return 1;
     void *ctx = NULL, *sock = NULL;
     kv_service svc;
-    int svc_ok = 0, status = 1;
+    kv_writer writer;
+    struct reply_ctx rctx = {&d, NULL};
+    int svc_ok = 0, writer_ok = 0, status = 1;
     char err[1024] = "", dbuf[4096];
     const char *dir = o.dir ? o.dir : default_dir(dbuf, sizeof dbuf);
     if (!dir) {
@@ -233,7 +268,16 @@ int main(int argc, char **argv)
         .xfer_max_bytes = o.xfer_max_mb * 1024 * 1024,
         .xfer_pool_bytes = o.xfer_pool_mb * 1024 * 1024,
         .test_mode = o.test_mode,
+        .writer = &writer,
+        .reply = deferred_reply,
+        .reply_arg = &rctx,
     };
+    const char *gate = o.test_mode ? getenv("DS4_KVD_WRITE_GATE") : NULL;
+    if (kv_writer_start(&writer, gate && *gate ? gate : NULL, err, sizeof err)) {
+        ds4_err("%s", err);
+        goto out;
+    }
+    writer_ok = 1;
     if (kv_service_init(&svc, dir, 1, &cfg, err, sizeof err)) {
         ds4_err("cannot use the storage directory: %s", err);
         goto out;
@@ -242,15 +286,18 @@ int main(int argc, char **argv)
     ctx = zmq_ctx_new();
     if (!ctx || !(sock = open_socket(&d, ctx)) || ds4d_ready(&d))
         goto out;
-    run_loop(&d, sock, &svc);
+    rctx.sock = sock;
+    run_loop(&d, sock, &svc, &writer);
     status = 0;
 out:
+    if (svc_ok)
+        kv_service_fini(&svc); /* ends (and answers) writes still in flight */
+    if (writer_ok)
+        kv_writer_stop(&writer);
     if (sock)
         zmq_close(sock);
     if (ctx)
         zmq_ctx_term(ctx);
-    if (svc_ok)
-        kv_service_fini(&svc);
     int fin = ds4d_fini(&d);
     return status ? status : fin;
 }

@@ -6,6 +6,7 @@
  * client's deadlines (kvd absent, kvd stopped with SIGSTOP). */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -614,6 +615,125 @@ static void test_live(const char *root)
     free(blob);
 }
 
+/* A write held in flight (test-mode write gate): lookups and stats are
+ * answered meanwhile, the checkpoint is not served before it is durable,
+ * and the put is acknowledged once the write goes through. */
+struct bg_put {
+    const kvd_proc *p;
+    const int32_t *ids;
+    const uint8_t *blob;
+    size_t len;
+    int rc, done;
+};
+
+static void *bg_put_main(void *arg)
+{
+    struct bg_put *b = arg;
+    kv_client *c = kvd_client(b->p, 30000, 0);
+    kvc_meta m = {FP_A, NULL, NULL, "periodic", 100};
+    kvc_stored st;
+    char err[256];
+    b->rc = c ? kvc_put(c, b->ids, 100, b->blob, b->len, &m, &st, err, sizeof err) : -1;
+    kvc_close(c);
+    __atomic_store_n(&b->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void test_writer_gate(const char *root)
+{
+    char run[512], dir[512], fifo[512], env[600];
+    snprintf(run, sizeof run, "%s/run3", root);
+    snprintf(dir, sizeof dir, "%s/gate", root);
+    snprintf(fifo, sizeof fifo, "%s/gate.fifo", root);
+    mkdir(run, 0700);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    int gfd = open(fifo, O_RDWR | O_CLOEXEC); /* never blocks on Linux */
+    CHECK(gfd >= 0);
+    snprintf(env, sizeof env, "DS4_KVD_WRITE_GATE=%s", fifo);
+    const char *envv[] = {env, NULL};
+    const char *args[] = {"--test-mode", NULL};
+    kvd_proc p;
+    if (kvd_start_ex(&p, run, inst, dir, args, envv, NULL, NULL)) {
+        CHECKF(0, "kvd does not start");
+        close(gfd);
+        return;
+    }
+    int32_t ids[200];
+    for (int i = 0; i < 200; i++)
+        ids[i] = 5000 + i;
+    uint8_t small[100] = {1, 2, 3};
+    kv_client *c = kvd_client(&p, 10000, 0);
+    char err[256];
+    kvc_meta m = {FP_A, NULL, NULL, NULL, 1};
+    kvc_stored st;
+    CHECK(write(gfd, "g", 1) == 1); /* let the first put through */
+    CHECK(kvc_put(c, ids, 50, small, sizeof small, &m, &st, err, sizeof err) == 0);
+    size_t len = 5u << 20;
+    uint8_t *blob = ds4_xmalloc(len);
+    memset(blob, 0x5a, len);
+    struct bg_put b = {&p, ids, blob, len, -1, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, bg_put_main, &b);
+    /* the put is held at the gate: the daemon answers everything else */
+    kvc_query q = {FP_A, NULL, 0, 0};
+    kvc_found f;
+    int answered = 0;
+    for (int i = 0; i < 20; i++) {
+        int rc = kvc_lookup(c, ids, 200, &q, &f, err, sizeof err);
+        /* the 50-token checkpoint; never the 100-token one still in flight */
+        answered += rc == 1 && f.tokens == 50 && f.len == sizeof small;
+        kvc_found_free(&f);
+        json_t *js = kvc_stats(c, err, sizeof err);
+        answered += js != NULL;
+        json_decref(js);
+    }
+    CHECK(answered == 40);
+    CHECK(!__atomic_load_n(&b.done, __ATOMIC_ACQUIRE));
+    CHECK(write(gfd, "g", 1) == 1); /* now let it write */
+    pthread_join(th, NULL);
+    CHECK(b.rc == 0);
+    CHECK(kvc_lookup(c, ids, 200, &q, &f, err, sizeof err) == 1 && f.tokens == 100 &&
+          f.len == len && !memcmp(f.data, blob, len));
+    kvc_found_free(&f);
+    /* a put left in flight at SIGTERM is finished and answered, not lost */
+    json_t *js;
+    struct bg_put b2 = {&p, ids, blob, 1000, -1, 0};
+    int32_t ids2[200];
+    for (int i = 0; i < 200; i++)
+        ids2[i] = 9000 + i;
+    b2.ids = ids2;
+    js = kvc_stats(c, err, sizeof err);
+    long long base = (long long)json_integer_value(
+        json_object_get(json_object_get(js, "info"), "disk_bytes"));
+    json_decref(js);
+    pthread_create(&th, NULL, bg_put_main, &b2);
+    long long end = kvd_now_ms() + 10000;
+    /* wait until kvd has the put (its pending bytes show in disk_bytes) */
+    for (;;) {
+        js = kvc_stats(c, err, sizeof err);
+        long long used = (long long)json_integer_value(
+            json_object_get(json_object_get(js, "info"), "disk_bytes"));
+        json_decref(js);
+        if (used > base || kvd_now_ms() > end)
+            break;
+    }
+    kill(p.pid, SIGTERM);
+    CHECK(write(gfd, "g", 1) == 1);
+    pthread_join(th, NULL);
+    CHECK(b2.rc == 0);
+    CHECK(kvd_wait_exit(&p, 10000) == 0 && WIFEXITED(p.status) && WEXITSTATUS(p.status) == 0);
+    kvc_close(c);
+    close(gfd);
+    CHECK(kvd_start(&p, run, inst, dir, NULL) == 0);
+    c = kvd_client(&p, 10000, 0);
+    CHECK(kvc_lookup(c, ids2, 200, &q, &f, err, sizeof err) == 1 && f.tokens == 100 &&
+          f.len == 1000);
+    kvc_found_free(&f);
+    kvc_close(c);
+    CHECK(kvd_stop(&p) == 0);
+    free(blob);
+}
+
 /* Deadlines: nobody listening, then a kvd that stops answering (SIGSTOP),
  * then the same kvd again (the stale reply is not taken for a new one). */
 static void test_deadlines(const char *root)
@@ -665,6 +785,7 @@ int main(void)
     }
     test_service(root);
     test_live(root);
+    test_writer_gate(root);
     test_deadlines(root);
     kvd_rm_rf(root);
     CHECK(kvd_count_shm(inst, "") == 0);
