@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "hash.h"
 #include "util.h"
 
@@ -117,6 +118,18 @@ static int ensure_socket(kv_client *c, char *err, size_t errlen)
     }
     start_monitor(c);
     return 0;
+}
+
+int kvc_default_endpoint(const char *run_dir, char *out, size_t outlen)
+{
+    const char *env = getenv("DS4_KVD_ENDPOINT");
+    if (env && *env)
+        return snprintf(out, outlen, "%s", env) < (int)outlen ? 0 : -1;
+    char dir[DS4D_PATH_MAX];
+    if (ds4d_run_dir_resolve(run_dir, dir, sizeof dir))
+        return -1;
+    int n = snprintf(out, outlen, "ipc://%s/kvd.sock", dir);
+    return n >= 0 && (size_t)n < outlen ? 0 : -1;
 }
 
 kv_client *kvc_open(const kvc_opts *o, char *err, size_t errlen)

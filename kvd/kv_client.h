@@ -43,6 +43,12 @@ typedef struct kvc_opts {
 
 typedef struct kv_client kv_client;
 
+/* kvd's endpoint as the daemons agree on it (ds4d_endpoint): env
+ * DS4_KVD_ENDPOINT, else "ipc://<run dir>/kvd.sock" with the run directory
+ * of ds4d_run_dir_resolve(run_dir) (--run-dir, $DS4_RUN_DIR,
+ * $XDG_RUNTIME_DIR/ds4, /tmp/ds4-$UID). 0, or -1 if it does not fit. */
+int kvc_default_endpoint(const char *run_dir, char *out, size_t outlen);
+
 /* Connect (does not wait for kvd to be up). NULL + err on a bad option. */
 kv_client *kvc_open(const kvc_opts *o, char *err, size_t errlen);
 /* Close the connection and unlink the put segment. */
