@@ -217,6 +217,8 @@ static int load(sched *c)
     }
     s->weights = w;
     s->weights_reattached = eng_weights_reattached(w);
+    s->weights_ms = eng_weights_ms(w);
+    snprintf(s->weights_stale, sizeof s->weights_stale, "%s", eng_weights_stale_reason(w));
     /* token texts for the DSML guard */
     gguf_file *gf = NULL;
     if (gguf_open(s->o.model, &gf, err, sizeof err) == 0 &&

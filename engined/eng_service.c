@@ -224,6 +224,9 @@ static int h_stats(eng_service *s, const ds4w_msg *m)
         json_object_set_new(info, "device", json_string(s->describe));
         json_object_set_new(info, "load_ms", json_real(s->load_ms));
         json_object_set_new(info, "weights_reattached", json_boolean(s->weights_reattached));
+        json_object_set_new(info, "weights_ms", json_real(s->weights_ms));
+        if (!s->weights_reattached && s->weights_stale[0])
+            json_object_set_new(info, "weights_stale", json_string(s->weights_stale));
     }
     json_t *o = json_pack("{s:s,s:o,s:o}", "daemon", "engined", "counters", c, "info", info);
     ds4w_out out;

@@ -141,6 +141,8 @@ typedef struct eng_service {
     uint64_t weights_bytes;
     double load_ms;
     int weights_reattached;      /* the manifest was re-attached */
+    double weights_ms;           /* eng_weights_attach time */
+    char weights_stale[96];      /* why it was not (cold start) */
     /* scheduler-thread state */
     const eng_backend_ops *ops;
     eng_backend *b;

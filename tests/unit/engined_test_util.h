@@ -443,6 +443,21 @@ static int t_pump(void *sock, tstream **ss, int n, int ms, int (*until)(tstream 
     return 0;
 }
 
+/* Pump every given stream until the watched one ended or has `want`
+ * tokens (want 0: until it was accepted), or ms passed. */
+static tstream *t_watch_;
+static uint32_t t_want_;
+static int t_watch_pred_(tstream **ss, int n)
+{
+    return t_watch_->done || (t_want_ ? t_watch_->n >= t_want_ : t_watch_->accepted);
+}
+static void t_pump_until(void *sock, tstream **ss, int n, tstream *w, uint32_t want, int ms)
+{
+    t_watch_ = w;
+    t_want_ = want;
+    t_pump(sock, ss, n, ms, t_watch_pred_);
+}
+
 /* One request / one reply (PING, STATS_GET, LOGITS_GET...): frames after
  * the header given as JSON text (may be NULL) and an I32 array (n < 0:
  * none). The reply is left in *m (caller closes). */

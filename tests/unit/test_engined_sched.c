@@ -168,22 +168,7 @@ static char *fmt(const char *f, ...)
     return b;
 }
 
-/* t_pump predicate: the watched stream ended or has g_want tokens (every
- * live stream is always pumped, so no message is lost); g_want 0: the
- * watched stream was accepted. */
-static tstream *g_watch;
-static uint32_t g_want;
-static int watch(tstream **ss, int n)
-{
-    return g_watch->done || (g_want ? g_watch->n >= g_want : g_watch->accepted);
-}
-
-static void pump_until(void *sock, tstream **ss, int n, tstream *w, uint32_t want, int ms)
-{
-    g_watch = w;
-    g_want = want;
-    t_pump(sock, ss, n, ms, watch);
-}
+#define pump_until t_pump_until
 
 /* Four jobs share decode steps and each gives its solo greedy output. */
 static void test_batching(void *sock)
