@@ -260,6 +260,7 @@ build_args() {
     tokenizerd)
       add_arg tokenizerd model "$MODEL" ;;
     gatewayd)
+      add_arg gatewayd model "$MODEL"   # its vocabulary: loaded before READY
       add_arg gatewayd host "$HOST"
       add_arg gatewayd port "$PORT"
       [ -z "$API_KEY" ] || add_arg gatewayd api-key "$API_KEY"
@@ -355,6 +356,42 @@ stop_daemon() {
   say "  stopped $d (pid $pid)"
 }
 
+# The HTTP port the gateway listens on (--port 0: the one it picked).
+gw_port() {
+  local p=$PORT
+  if [ "$p" = 0 ] && [ -r "$RUN_DIR/gatewayd.port" ]; then read -r p < "$RUN_DIR/gatewayd.port"; fi
+  echo "$p"
+}
+
+# GET /health on the gateway (bash's /dev/tcp, no curl needed): 0 on 200.
+gw_healthy() {
+  local host=$HOST port fd line
+  case "$host" in 0.0.0.0|::|"[::]"|"") host=127.0.0.1 ;; esac
+  port=$(gw_port)
+  exec {fd}<>"/dev/tcp/$host/$port" 2>/dev/null || return 1
+  printf 'GET /health HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n\r\n' "$host" "$port" >&"$fd"
+  read -r -t 5 line <&"$fd"
+  exec {fd}>&-
+  case "$line" in "HTTP/1."?" 200"*) return 0 ;; esac
+  return 1
+}
+
+# After stages (re)started: the gateway answers /health with 200 once it
+# reaches tokenizerd and engined (their sockets reconnect by themselves).
+wait_healthy() {
+  local t0=$SECONDS limit=${START_TIMEOUT:-60}
+  daemon_pid gatewayd >/dev/null || return 0
+  built engined && built tokenizerd || return 0
+  until gw_healthy; do
+    if [ $((SECONDS - t0)) -ge "$limit" ]; then
+      say "  ${R}FAIL${N}  the gateway does not report every stage ready after ${limit}s (GET /health)"
+      return 1
+    fi
+    nap; nap
+  done
+  say "  ${G}ok${N}    gateway serving: GET /health 200"
+}
+
 # ---- install, build, default model ------------------------------------------
 
 install_and_build() {
@@ -410,9 +447,10 @@ default_model() {
 # ---- commands ---------------------------------------------------------------
 
 print_banner() {
-  local url="http://$HOST:$PORT" hosturl key_hdr="" key=${API_KEY:-none}
+  local port; port=$(gw_port)
+  local url="http://$HOST:$port" hosturl key_hdr="" key=${API_KEY:-none}
   hosturl=$url
-  case "$HOST" in 0.0.0.0|::|"[::]") hosturl="http://127.0.0.1:$PORT" ;; esac
+  case "$HOST" in 0.0.0.0|::|"[::]") hosturl="http://127.0.0.1:$port" ;; esac
   [ -z "$API_KEY" ] || key_hdr=" -H 'Authorization: Bearer $API_KEY'"
   say ""
   say "${B}ds4 stack is up${N}   run dir $RUN_DIR, instance $INSTANCE"
@@ -432,7 +470,7 @@ print_banner() {
   say "Try it:"
   say "  curl -s $hosturl/v1/chat/completions -H 'Content-Type: application/json'$key_hdr \\"
   say "    -d '{\"model\":\"$MODEL_NAME\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":64}'"
-  say "  $BUILD_DIR/ds4 --port $PORT${API_KEY:+ --api-key $API_KEY} \"Hello\"       # CLI; without a prompt: interactive chat"
+  say "  $BUILD_DIR/ds4 --port $port${API_KEY:+ --api-key $API_KEY} \"Hello\"       # CLI; without a prompt: interactive chat"
   say ""
   say "Point an agent at it:"
   say "  Claude Code:  ANTHROPIC_BASE_URL=$hosturl ANTHROPIC_API_KEY=$key ANTHROPIC_MODEL=$MODEL_NAME claude"
@@ -500,6 +538,7 @@ cmd_start() {
   for d in $ALL_DAEMONS; do
     start_daemon "$d" || { failed=1; break; }
   done
+  [ $failed = 1 ] || wait_healthy || failed=1
   if [ $failed = 1 ]; then
     say "The stack is incomplete; the stages that started keep running."
     say "Fix the cause, then run scripts/ds4-up.sh start again (or stop)."
@@ -534,14 +573,11 @@ cmd_status() {
       say "  $(printf '%-11s' "$d") ${D}not built${N}"
     fi
   done
-  if daemon_pid gatewayd >/dev/null && command -v curl >/dev/null; then
-    local h
-    h=$(curl -s -m 3 "http://$HOST:$PORT/health" 2>/dev/null | head -c 300)
-    say "  gateway   http://$HOST:$PORT  /health: ${h:-no answer}"
-  fi
   if [ $all -gt 0 ] && [ -x "$BIN/ds4" ]; then
     say ""
-    "$BIN/ds4" status --run-dir "$RUN_DIR" --instance "$INSTANCE" --port "$PORT" --host "$HOST" || true
+    local h=$HOST
+    case "$h" in 0.0.0.0|::|"[::]") h=127.0.0.1 ;; esac
+    "$BIN/ds4" status --run-dir "$RUN_DIR" --instance "$INSTANCE" --port "$(gw_port)" --host "$h" || true
   fi
   [ $all -gt 0 ] && [ $down -eq 0 ]
 }
@@ -555,7 +591,7 @@ cmd_restart() {
   save_conf
   step "restarting $d"
   stop_daemon "$d"
-  start_daemon "$d"
+  start_daemon "$d" && wait_healthy
 }
 
 cmd_kv_dir() {

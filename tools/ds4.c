@@ -1093,7 +1093,7 @@ static int status_once(const struct cfg *c, void *ctx)
         int ready = 0;
         double ms = 0;
         char info[256] = "", line[1024], up[32] = "?";
-        int pinged = strcmp(d, "gatewayd") && ((env && *env) || stat(sock, &sb) == 0) &&
+        int pinged = ((env && *env) || stat(sock, &sb) == 0) &&
                      ping_daemon(ctx, ep, 1000, &ready, &ms, info, sizeof info) == 0;
         if (have_stats) {
             uint64_t t0 = ds4_stats_get(&st, DS4S_start_time_seconds);
@@ -1104,12 +1104,9 @@ static int status_once(const struct cfg *c, void *ctx)
         if (pinged)
             snprintf(line, sizeof line, "%s, PING %.2f ms%s%s", ready ? "ready" : "NOT READY", ms,
                      info[0] ? ", " : "", info);
-        else if (!strcmp(d, "gatewayd"))
-            snprintf(line, sizeof line, "%s", have_stats && ds4_stats_get(&st, DS4S_ready)
-                                                  ? "ready" : "starting");
         else
             snprintf(line, sizeof line, "NO ANSWER to PING on %s", ep);
-        if (!(pinged ? ready : !strcmp(d, "gatewayd")))
+        if (!pinged || !ready)
             bad++;
         printf("  %-11s pid %-7ld up %-7s %s\n", d, pid ? pid : (long)st.shm.hdr->creator_pid, up,
                line);
