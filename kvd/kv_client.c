@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -279,6 +280,12 @@ static int seg_reserve(kv_client *c, size_t len, char *err, size_t errlen)
         ds4_shm_unlink(old);
     }
     uint64_t size = (len + (1u << 20) - 1) / (1u << 20) * (1u << 20);
+    struct statvfs vs;
+    if (statvfs("/dev/shm", &vs) == 0 &&
+        (uint64_t)vs.f_bavail * vs.f_frsize < size + (1u << 20))
+        return set_fail(c, DS4W_E_INTERNAL, err, errlen,
+                        "not enough shared memory for a put segment of %llu bytes",
+                        (unsigned long long)size);
     char purpose[64], name[DS4_SHM_NAME_MAX + 1], e[256];
     /* unique within the process: several clients (threads) may put */
     static unsigned seq;
@@ -288,6 +295,15 @@ static int seg_reserve(kv_client *c, size_t len, char *err, size_t errlen)
         ds4_shm_create(&c->seg, name, size ? size : 4096, 0, e, sizeof e)) {
         c->seg.fd = -1;
         return set_fail(c, DS4W_E_INTERNAL, err, errlen, "put segment: %s", e);
+    }
+    /* reserve every page now: a full /dev/shm is an error here, not a
+     * SIGBUS in the copy */
+    if (fallocate(c->seg.fd, 0, 0, (off_t)c->seg.map_size) && errno != EOPNOTSUPP) {
+        int en = errno;
+        ds4_shm_detach(&c->seg);
+        ds4_shm_unlink(name);
+        return set_fail(c, DS4W_E_INTERNAL, err, errlen, "put segment of %llu bytes: %s",
+                        (unsigned long long)size, strerror(en));
     }
     return 0;
 }

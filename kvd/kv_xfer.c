@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -139,10 +141,27 @@ int kv_xfer_get(kv_xfer *x, uint64_t size, uint8_t **dest, char *err, size_t err
     snprintf(purpose, sizeof purpose, "kvx.%ld.%u", (long)getpid(), ++x->seq);
     if (ds4_shm_name(name, sizeof name, x->instance, purpose, err, errlen))
         return -1;
+    /* A full /dev/shm must give an error, never a SIGBUS on a page that
+     * cannot be allocated: look first, then reserve every page. */
+    struct statvfs vs;
+    if (statvfs("/dev/shm", &vs) == 0 &&
+        (uint64_t)vs.f_bavail * vs.f_frsize < cls + DS4_SHM_HEADER_SIZE + (1u << 20)) {
+        ds4_seterr(err, errlen, "not enough shared memory for %llu bytes (%llu free in /dev/shm)",
+                   (unsigned long long)cls,
+                   (unsigned long long)((uint64_t)vs.f_bavail * vs.f_frsize));
+        return -1;
+    }
     kv_xseg *g = &x->seg[x->n];
     memset(g, 0, sizeof *g);
     if (ds4_shm_create(&g->shm, name, cls, 0, err, errlen))
         return -1;
+    if (fallocate(g->shm.fd, 0, 0, (off_t)g->shm.map_size) && errno != EOPNOTSUPP) {
+        ds4_seterr(err, errlen, "cannot reserve %llu bytes of shared memory: %s",
+                   (unsigned long long)g->shm.map_size, strerror(errno));
+        ds4_shm_detach(&g->shm);
+        ds4_shm_unlink(name);
+        return -1;
+    }
     /* one call to fault every page in, instead of one fault per page */
     (void)madvise(g->shm.hdr, g->shm.map_size, MADV_POPULATE_WRITE);
     g->state = KV_XS_FILLING;

@@ -4,7 +4,9 @@
  * cleanly with ERROR internal naming the cause, leave no temp file, and
  * kvd keeps serving what it has; a smaller checkpoint that fits is stored
  * afterwards; switching to a directory with room works, and switching back
- * finds everything intact.
+ * finds everything intact. Then a full /dev/shm (a small tmpfs mounted on
+ * it): a lookup that needs a transfer segment is answered with ERROR, not
+ * a crash, and inline lookups go on.
  *
  * If no mount namespace can be had here, the test says so loudly on stderr
  * and in its output line and checks nothing else (it cannot make a disk
@@ -29,6 +31,7 @@ static char inst[32];
 struct mnt {
     const char *target;
     const char *size;
+    const char *shm_size; /* also a small tmpfs on /dev/shm, or NULL */
     int pipe_w; /* the child reports its setup here: 'R' root, 'U' userns, 'E' failed */
     char why[200];
 };
@@ -68,9 +71,16 @@ static int mount_small(void *arg)
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
         goto fail;
     char opts[64];
-    snprintf(opts, sizeof opts, "size=%s,mode=0700", m->size);
-    if (mount("kvd-diskfull", m->target, "tmpfs", MS_NOSUID | MS_NODEV, opts))
-        goto fail;
+    if (m->target) {
+        snprintf(opts, sizeof opts, "size=%s,mode=0700", m->size);
+        if (mount("kvd-diskfull", m->target, "tmpfs", MS_NOSUID | MS_NODEV, opts))
+            goto fail;
+    }
+    if (m->shm_size) {
+        snprintf(opts, sizeof opts, "size=%s,mode=1777", m->shm_size);
+        if (mount("kvd-shmfull", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, opts))
+            goto fail;
+    }
     (void)!write(m->pipe_w, &how, 1);
     close(m->pipe_w);
     return 0;
@@ -122,7 +132,7 @@ int main(void)
     mkdir(full, 0700);
     int pp[2];
     CHECK(pipe2(pp, O_CLOEXEC) == 0);
-    struct mnt m = {full, "1000k", pp[1], ""};
+    struct mnt m = {full, "1000k", NULL, pp[1], ""};
     kvd_proc p;
     const char *args[] = {"--kv-disk-space-mb", "100", NULL};
     int up = kvd_start_ex(&p, run, inst, kv, args, NULL, mount_small, &m) == 0;
@@ -224,6 +234,36 @@ int main(void)
     CHECK(kvd_count(qv, "") == 0);
     kvc_close(c);
     CHECK(kvd_stop(&p) == 0); /* the tmpfs goes with its namespace */
+
+    /* a full /dev/shm: a lookup that needs a transfer segment fails with
+     * an ERROR (never a SIGBUS), kvd serves on (inline) */
+    int pq[2];
+    CHECK(pipe2(pq, O_CLOEXEC) == 0);
+    struct mnt m2 = {NULL, NULL, "512k", pq[1], ""};
+    char kv2[700];
+    snprintf(kv2, sizeof kv2, "%s/kv2", root);
+    up = kvd_start_ex(&p, run, inst, kv2, args, NULL, mount_small, &m2) == 0;
+    close(pq[1]);
+    rn = read(pq[0], rep, sizeof rep - 1);
+    close(pq[0]);
+    rep[rn > 0 ? rn : 0] = 0;
+    CHECKF(up && rep[0] != 'E', "kvd on a small /dev/shm: %s", rep);
+    if (up) {
+        kv_client *ci = kvd_client(&p, 20000, 1), *cs = kvd_client(&p, 20000, 0);
+        uint8_t *big = payload(60, 2u << 20);
+        kvc_meta m3 = {FP, NULL, NULL, "cold", 100};
+        CHECKF(kvc_put(ci, ids[0], 40, big, 2u << 20, &m3, &st, err, sizeof err) == 0, "%s", err);
+        kvc_query q = {FP, NULL, 0, 0};
+        kvc_found f;
+        CHECK(kvc_lookup(cs, ids[0], 40, &q, &f, err, sizeof err) == -1 &&
+              kvc_errcode(cs) == DS4W_E_INTERNAL && strstr(err, "shared memory"));
+        CHECK(kvc_ping(cs, err, sizeof err) == 0);
+        CHECK(has_exact(ci, ids[0], 40, big, 2u << 20));
+        free(big);
+        kvc_close(ci);
+        kvc_close(cs);
+        CHECK(kvd_stop(&p) == 0);
+    }
     kvd_rm_rf(root);
     CHECK(kvd_count_shm(inst, "") == 0);
     return test_main_end("test_kvd_diskfull");
