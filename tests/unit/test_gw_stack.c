@@ -171,6 +171,18 @@ static void t_endpoints(void)
     sse_free(&l);
     gws_resp_free(&r);
 
+    /* logprobs from the engine: one entry per generated token, alternatives */
+    CHECK(post(S.port, "/v1/chat/completions",
+               "{\"messages\":[{\"role\":\"user\",\"content\":\"Say hi\"}],\"logprobs\":true,\"top_logprobs\":2,"
+               "\"reasoning_effort\":\"none\",\"ds4_test_output\":\"Hello there\"}", NULL, &r, &j) == 200);
+    json_t *lp = json_object_get(json_object_get(choice0(j), "logprobs"), "content");
+    CHECK(json_array_size(lp) == (size_t)jint(j, "usage", "completion_tokens", NULL) && json_array_size(lp) >= 2);
+    CHECK(!strcmp(jstr(json_array_get(lp, 0), "token", NULL, NULL), "Hello"));
+    CHECK(json_real_value(json_object_get(json_array_get(lp, 0), "logprob")) <= 0);
+    CHECK(json_array_size(json_object_get(json_array_get(lp, 0), "top_logprobs")) == 2);
+    json_decref(j);
+    gws_resp_free(&r);
+
     CHECK(post(S.port, "/v1/completions", "{\"prompt\":\"Once upon\",\"max_tokens\":8,\"ds4_test_output\":\" a time" EOS "\"}",
                NULL, &r, &j) == 200);
     CHECK(!strcmp(jstr(choice0(j), "text", NULL, NULL), " a time"));
