@@ -566,6 +566,8 @@ void eng_cl_close(eng_cl *cl)
         free(cl->progs[i].log);
     }
     free(cl->progs);
+    if (cl->nv_scratch)
+        clReleaseMemObject(cl->nv_scratch);
     if (cl->queue)
         clReleaseCommandQueue(cl->queue);
     if (cl->ctx)
@@ -766,7 +768,7 @@ static int eng_enqueue_rows(eng_cl *cl, uint32_t type, cl_mem wbuf,
     size_t l[2] = { 16, 1 };
     size_t g[2] = { ((size_t)rows + 15) / 16 * 16, ((size_t)ntok + 7) / 8 };
     cl_int e = clEnqueueNDRangeKernel(cl->queue, k, 2, NULL, g, l, 0, NULL,
-                                      NULL);
+                                      cl->last_event);
     if (e != CL_SUCCESS)
         return eng_fail(cl, "matmul_rows: enqueue of %u x %u failed: %s",
                         (unsigned)rows, (unsigned)ntok, eng_cl_strerror(e));
@@ -810,8 +812,10 @@ const char *eng_cl_gemm_path(const eng_cl *cl, uint32_t type, uint32_t cols,
     return ntok ? "matmul" : "matvec";
 }
 
-/* Enqueue the fast-path kernel (arguments checked by the caller): 256
- * work-items per work-group, work-groups over row tiles x token tiles. */
+/* Enqueue the fast path (arguments checked by the caller), 256
+ * work-items per work-group over row tiles x token tiles. The decode
+ * families read x themselves; nv_mm first has nv_xprep convert X into
+ * cl->nv_scratch (grown as needed; the queue is in order). */
 static int eng_enqueue_nv(eng_cl *cl, uint32_t type, cl_mem wbuf,
                           uint64_t w_off, cl_mem x, uint32_t x_stride,
                           cl_mem y, uint32_t y_stride, uint32_t rows,
@@ -826,16 +830,54 @@ static int eng_enqueue_nv(eng_cl *cl, uint32_t type, cl_mem wbuf,
         return -1;
     cl_ulong off = w_off;
     cl_uint xs = x_stride, ys = y_stride, r = rows, c = cols, t = ntok;
-    size_t sizes[] = { sizeof wbuf, sizeof off, sizeof x, sizeof xs,
-                       sizeof y, sizeof ys, sizeof r, sizeof c, sizeof t };
-    const void *vals[] = { &wbuf, &off, &x, &xs, &y, &ys, &r, &c, &t };
-    if (eng_set_args(cl, k, 9, sizes, vals))
-        return -1;
+    cl_int e;
+    if (strcmp(fam, "nv_mm") == 0) {
+        /* hi/lo words, step scales and 16-column sums: 4 + 1/8 + 1/4
+         * bytes per element */
+        uint64_t need = (uint64_t)ntok * cols / 32 * (128 + 4 + 8);
+        if (cl->nv_scratch_bytes < need) {
+            if (cl->nv_scratch)
+                clReleaseMemObject(cl->nv_scratch);
+            cl->nv_scratch_bytes = 0;
+            uint64_t want = need < (1u << 20) ? (1u << 20) : need;
+            cl->nv_scratch = eng_cl_alloc(cl, want, CL_MEM_READ_WRITE);
+            if (!cl->nv_scratch)
+                return -1;
+            cl->nv_scratch_bytes = want;
+        }
+        cl_mem xp = cl->nv_scratch;
+        cl_kernel kp = eng_cl_kernel(cl, "nv_xprep");
+        if (!kp)
+            return -1;
+        size_t psz[] = { sizeof x, sizeof xs, sizeof t, sizeof c, sizeof xp };
+        const void *pv[] = { &x, &xs, &t, &c, &xp };
+        if (eng_set_args(cl, kp, 5, psz, pv))
+            return -1;
+        size_t pl = 256, pg = ((size_t)ntok * cols / 4 + 255) / 256 * 256;
+        e = clEnqueueNDRangeKernel(cl->queue, kp, 1, NULL, &pg, &pl, 0, NULL,
+                                   NULL);
+        if (e != CL_SUCCESS)
+            return eng_fail(cl, "nv_xprep: enqueue of %u x %u failed: %s",
+                            (unsigned)ntok, (unsigned)cols,
+                            eng_cl_strerror(e));
+        size_t sizes[] = { sizeof wbuf, sizeof off, sizeof xp, sizeof y,
+                           sizeof ys, sizeof r, sizeof c, sizeof t };
+        const void *vals[] = { &wbuf, &off, &xp, &y, &ys, &r, &c, &t };
+        if (eng_set_args(cl, k, 8, sizes, vals))
+            return -1;
+    } else {
+        size_t sizes[] = { sizeof wbuf, sizeof off, sizeof x, sizeof xs,
+                           sizeof y, sizeof ys, sizeof r, sizeof c,
+                           sizeof t };
+        const void *vals[] = { &wbuf, &off, &x, &xs, &y, &ys, &r, &c, &t };
+        if (eng_set_args(cl, k, 9, sizes, vals))
+            return -1;
+    }
     size_t l[2] = { 256, 1 };
     size_t g[2] = { ((size_t)rows + rows_wg - 1) / rows_wg * 256,
                     ((size_t)ntok + toks_wg - 1) / toks_wg };
-    cl_int e = clEnqueueNDRangeKernel(cl->queue, k, 2, NULL, g, l, 0, NULL,
-                                      NULL);
+    e = clEnqueueNDRangeKernel(cl->queue, k, 2, NULL, g, l, 0, NULL,
+                               cl->last_event);
     if (e != CL_SUCCESS)
         return eng_fail(cl, "%s: enqueue of %u x %u, %u tokens failed: %s",
                         name, (unsigned)rows, (unsigned)cols, (unsigned)ntok,
@@ -873,7 +915,7 @@ int eng_cl_matvec(eng_cl *cl, uint32_t type, cl_mem wbuf, uint64_t w_off,
         return -1;
     size_t l = (size_t)cl->mv_wg, g = (size_t)rows * l;
     cl_int e = clEnqueueNDRangeKernel(cl->queue, k, 1, NULL, &g, &l, 0, NULL,
-                                      NULL);
+                                      cl->last_event);
     if (e != CL_SUCCESS)
         return eng_fail(cl, "matvec: enqueue of %u rows failed: %s",
                         (unsigned)rows, eng_cl_strerror(e));
@@ -918,7 +960,7 @@ int eng_cl_matmul(eng_cl *cl, uint32_t type, cl_mem wbuf, uint64_t w_off,
     size_t g[2] = { ((size_t)rows + 15) / 16 * 16,
                     ((size_t)ntok + 15) / 16 * 16 };
     cl_int e = clEnqueueNDRangeKernel(cl->queue, k, 2, NULL, g, l, 0, NULL,
-                                      NULL);
+                                      cl->last_event);
     if (e != CL_SUCCESS)
         return eng_fail(cl, "matmul: enqueue of %u x %u failed: %s",
                         (unsigned)rows, (unsigned)ntok, eng_cl_strerror(e));

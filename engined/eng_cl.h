@@ -88,6 +88,13 @@ typedef struct eng_cl {
     int nv_path;            /* 1: quantized mat-vec / mat-mat use the
                                NVIDIA fast path where it applies (see
                                above); tests and tools may flip it */
+    cl_event *last_event;   /* benchmarks: when set, eng_cl_matvec /
+                               eng_cl_matmul store the event of the kernel
+                               they enqueue there (caller releases it; on
+                               the fast path the main kernel, after the
+                               activation conversion kernel) */
+    cl_mem nv_scratch;      /* fast path: converted activations, grown */
+    uint64_t nv_scratch_bytes;
     char err[2048];         /* message of the last failure */
 } eng_cl;
 

@@ -8,16 +8,20 @@
  * streaming-read bandwidth measured in the same run, and FLOP/s.
  *
  * Timing: each repeat enqueues a batch of back-to-back calls and waits
- * for the queue, so launch gaps count as they do in a decode loop; the
- * weights rotate through copies filling >= 256 MB so repeated calls read
- * device memory, not the cache. Weights are random block bytes with sane
+ * for the queue. Reported: the median GPU time of one call (profiling
+ * events on the tool's own queue), and in parentheses the batch's wall
+ * time per call, in which host enqueue cost and launch gaps count as in a
+ * decode loop. The weights rotate through copies filling >= 256 MB so
+ * repeated calls read device memory, not the cache. Weights are random block bytes with sane
  * f16 scales; activations random in [-1, 1).
  *
  * Usage: ds4-kbench [--csv] [--path fast|portable|both] [--quick]
- *                   [--reps N] [--type NAME] [--ptxas]
+ *                   [--reps N] [--type NAME] [--ptxas] [--build-opts S]
  *   --quick  only the decode shapes and one prefill shape
  *   --ptxas  build with -cl-nv-verbose and print the fast path's ptxas
- *            report (registers, spills) on NVIDIA */
+ *            report (registers, spills) on NVIDIA
+ *   --build-opts S  extra kernel build options (e.g. -DNV_ABL=1 for the
+ *            fast path's ablation experiments) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +32,8 @@
 #include "util.h"
 
 #define ROTATE_BYTES (256ull << 20)
+
+static int g_prof; /* the queue has profiling enabled */
 
 typedef struct kb_case {
     uint32_t type, rows, cols, ntok; /* ntok 0: eng_cl_matvec */
@@ -116,33 +122,68 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Median seconds per call of fn over reps batches of n calls. */
+/* Times of fn: *kern = median GPU time of one call (profiling events;
+ * the wall time if the queue has no profiling), *wall = median over reps
+ * of a batch's wall time per call. A batch has at least min_n calls and
+ * lasts about 20 ms (a calibration call after the warm-up sets its
+ * size). Returns 0 or -1. */
 typedef int (*kb_fn)(eng_cl *cl, void *arg, int i);
-static double time_calls(eng_cl *cl, kb_fn fn, void *arg, int n, int reps)
+static int time_calls(eng_cl *cl, kb_fn fn, void *arg, int min_n, int reps,
+                      int prof, double *kern, double *wall)
 {
     for (int i = 0; i < 2; i++) /* warm-up (first launch builds state) */
         if (fn(cl, arg, i))
             return -1;
     if (eng_cl_finish(cl))
         return -1;
+    uint64_t c0 = ds4_now_ns();
+    if (fn(cl, arg, 2) || eng_cl_finish(cl))
+        return -1;
+    double one = (ds4_now_ns() - c0) / 1e9;
+    int n = one > 0 ? (int)(0.02 / one) : 1000;
+    n = n < min_n ? min_n : n > 1000 ? 1000 : n;
     double *t = ds4_xmalloc((size_t)reps * sizeof *t);
-    for (int r = 0; r < reps; r++) {
+    double *k = ds4_xmalloc((size_t)reps * n * sizeof *k);
+    cl_event *ev = ds4_xcalloc((size_t)n, sizeof *ev);
+    int nk = 0, rc = 0;
+    for (int r = 0; r < reps && rc == 0; r++) {
         uint64_t t0 = ds4_now_ns();
-        for (int i = 0; i < n; i++)
-            if (fn(cl, arg, i)) {
-                free(t);
-                return -1;
-            }
-        if (eng_cl_finish(cl)) {
-            free(t);
-            return -1;
+        for (int i = 0; i < n && rc == 0; i++) {
+            cl->last_event = prof ? &ev[i] : NULL;
+            rc = fn(cl, arg, i);
+            cl->last_event = NULL;
+        }
+        if (rc || eng_cl_finish(cl)) {
+            rc = -1;
+            break;
         }
         t[r] = (ds4_now_ns() - t0) / 1e9 / n;
+        for (int i = 0; prof && i < n; i++) {
+            cl_ulong a = 0, b = 0;
+            if (clGetEventProfilingInfo(ev[i], CL_PROFILING_COMMAND_START,
+                                        sizeof a, &a, NULL) == CL_SUCCESS &&
+                clGetEventProfilingInfo(ev[i], CL_PROFILING_COMMAND_END,
+                                        sizeof b, &b, NULL) == CL_SUCCESS &&
+                b > a)
+                k[nk++] = (b - a) / 1e9;
+            clReleaseEvent(ev[i]);
+            ev[i] = NULL;
+        }
     }
-    qsort(t, (size_t)reps, sizeof *t, cmp_double);
-    double m = t[reps / 2];
+    if (rc == 0) {
+        qsort(t, (size_t)reps, sizeof *t, cmp_double);
+        *wall = t[reps / 2];
+        if (nk) {
+            qsort(k, (size_t)nk, sizeof *k, cmp_double);
+            *kern = k[nk / 2];
+        } else {
+            *kern = *wall;
+        }
+    }
+    free(ev);
+    free(k);
     free(t);
-    return m;
+    return rc;
 }
 
 /* ---- streaming read */
@@ -156,7 +197,7 @@ static int rd_call(eng_cl *cl, void *a, int i)
     rd_arg *r = a;
     (void)i;
     cl_int e = clEnqueueNDRangeKernel(cl->queue, r->k, 1, NULL, &r->g, &r->l,
-                                      0, NULL, NULL);
+                                      0, NULL, cl->last_event);
     if (e != CL_SUCCESS) {
         snprintf(cl->err, sizeof cl->err, "bench_read: %s",
                  eng_cl_strerror(e));
@@ -176,6 +217,7 @@ static double read_bandwidth(eng_cl *cl, int reps)
     cl_mem a = eng_cl_alloc(cl, bytes, CL_MEM_READ_ONLY);
     rd_arg r = { eng_cl_kernel(cl, "bench_read"), 0, 0 };
     r.l = cl->info.is_gpu ? 256 : 1;
+    int prof = cl->info.is_gpu;
     r.g = cl->info.is_gpu ? (size_t)cl->info.compute_units * 2048
                           : (size_t)cl->info.compute_units * 4;
     cl_mem o = eng_cl_alloc(cl, r.g * 4, CL_MEM_READ_WRITE);
@@ -186,9 +228,9 @@ static double read_bandwidth(eng_cl *cl, int reps)
         clSetKernelArg(r.k, 0, sizeof a, &a) == CL_SUCCESS &&
         clSetKernelArg(r.k, 1, sizeof o, &o) == CL_SUCCESS &&
         clSetKernelArg(r.k, 2, sizeof n, &n) == CL_SUCCESS) {
-        double s = time_calls(cl, rd_call, &r, cl->info.is_gpu ? 10 : 1,
-                              reps);
-        if (s > 0)
+        double s, w;
+        if (time_calls(cl, rd_call, &r, 1, reps, prof && g_prof, &s, &w)
+            == 0 && s > 0)
             gbs = bytes / s / 1e9;
     }
     if (a)
@@ -221,26 +263,27 @@ static int mm_call(eng_cl *cl, void *a, int i)
 typedef struct kb_opts {
     int csv, quick, reps, ptxas;
     int paths; /* bit 0 fast, bit 1 portable */
-    const char *type;
+    const char *type, *build_opts;
 } kb_opts;
 
 static void print_row(const kb_opts *o, const char *path, const char *kern,
-                      const kb_case *c, double s, uint64_t wbytes,
-                      double bw)
+                      const kb_case *c, double s, double wall,
+                      uint64_t wbytes, double bw)
 {
     uint32_t nt = c->ntok ? c->ntok : 1;
     double gbs = wbytes / s / 1e9;
     double tf = 2.0 * c->rows * c->cols * nt / s / 1e12;
     const char *tn = ds4_type_get(c->type)->name;
     if (o->csv)
-        printf("%s,%s,%s,%u,%u,%u,%.3f,%.1f,%.1f,%.3f,%s\n", path, kern, tn,
-               (unsigned)c->rows, (unsigned)c->cols, (unsigned)nt, s * 1e6,
-               gbs, bw > 0 ? 100 * gbs / bw : 0.0, tf, c->what);
+        printf("%s,%s,%s,%u,%u,%u,%.3f,%.3f,%.1f,%.1f,%.3f,%s\n", path, kern,
+               tn, (unsigned)c->rows, (unsigned)c->cols, (unsigned)nt,
+               s * 1e6, wall * 1e6, gbs, bw > 0 ? 100 * gbs / bw : 0.0, tf,
+               c->what);
     else
-        printf("%-8s %-11s %-7s %6u x %-5u %5u tok %10.1f us %8.1f GB/s "
-               "%5.1f%% %8.2f TFLOP/s  %s\n", path, kern, tn,
+        printf("%-8s %-7s %-7s %6u x %-5u %4u tok %9.1f us (%8.1f) %7.1f "
+               "GB/s %5.1f%% %7.2f TFLOP/s  %s\n", path, kern, tn,
                (unsigned)c->rows, (unsigned)c->cols, (unsigned)nt, s * 1e6,
-               gbs, bw > 0 ? 100 * gbs / bw : 0.0, tf, c->what);
+               wall * 1e6, gbs, bw > 0 ? 100 * gbs / bw : 0.0, tf, c->what);
 }
 
 /* Run one case on the current path; 0, or -1 with cl->err. */
@@ -278,19 +321,13 @@ static int run_case(eng_cl *cl, const kb_opts *o, const kb_case *c,
             rc = eng_cl_write(cl, m.w, (uint64_t)k * stride, w, stride);
     }
     if (rc == 0) {
-        /* batch: >= 2 rotations and >= ~2 ms of streaming at 3 TB/s */
-        int n = 2 * copies;
-        while ((double)n * wbytes < 6e9 && n < 400)
-            n *= 2;
-        if (!cl->info.is_gpu)
-            n = 1;
-        double s = time_calls(cl, mm_call, &m, n, o->reps);
-        if (s <= 0)
-            rc = -1;
-        else
+        double s, wall;
+        rc = time_calls(cl, mm_call, &m, cl->info.is_gpu ? 3 : 1, o->reps,
+                        g_prof, &s, &wall);
+        if (rc == 0)
             print_row(o, path, eng_cl_gemm_path(cl, c->type, c->cols,
                                                 c->ntok),
-                      c, s, wbytes, bw);
+                      c, s, wall, wbytes, bw);
     }
     if (m.w)
         clReleaseMemObject(m.w);
@@ -306,13 +343,14 @@ static int run_case(eng_cl *cl, const kb_opts *o, const kb_case *c,
 static int usage(const char *argv0)
 {
     fprintf(stderr, "usage: %s [--csv] [--path fast|portable|both] "
-            "[--quick] [--reps N] [--type NAME] [--ptxas]\n", argv0);
+            "[--quick] [--reps N] [--type NAME] [--ptxas] "
+            "[--build-opts S]\n", argv0);
     return 2;
 }
 
 int main(int argc, char **argv)
 {
-    kb_opts o = { 0, 0, 7, 0, 3, NULL };
+    kb_opts o = { 0, 0, 7, 0, 3, NULL, NULL };
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--csv") == 0)
             o.csv = 1;
@@ -324,6 +362,8 @@ int main(int argc, char **argv)
             o.reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--type") == 0 && i + 1 < argc)
             o.type = argv[++i];
+        else if (strcmp(argv[i], "--build-opts") == 0 && i + 1 < argc)
+            o.build_opts = argv[++i];
         else if (strcmp(argv[i], "--path") == 0 && i + 1 < argc) {
             const char *p = argv[++i];
             o.paths = strcmp(p, "fast") == 0 ? 1
@@ -341,9 +381,24 @@ int main(int argc, char **argv)
         fprintf(stderr, "ds4-kbench: %s\n", cl.err);
         return 1;
     }
+    /* a profiling queue in place of the engine's, for kernel times */
+    cl_queue_properties qp[] = { CL_QUEUE_PROPERTIES,
+                                 CL_QUEUE_PROFILING_ENABLE, 0 };
+    cl_int qe;
+    cl_command_queue pq = clCreateCommandQueueWithProperties(cl.ctx,
+                                                             cl.device, qp,
+                                                             &qe);
+    if (qe == CL_SUCCESS && pq) {
+        clReleaseCommandQueue(cl.queue);
+        cl.queue = pq;
+        g_prof = 1;
+    }
+    char bopts[1024];
+    snprintf(bopts, sizeof bopts, "%s %s",
+             o.ptxas && cl.info.is_nvidia ? "-cl-nv-verbose" : "",
+             o.build_opts ? o.build_opts : "");
     uint64_t t0 = ds4_now_ns();
-    if (eng_cl_build(&cl, o.ptxas && cl.info.is_nvidia ? "-cl-nv-verbose"
-                                                       : NULL) != 0) {
+    if (eng_cl_build(&cl, bopts) != 0) {
         fprintf(stderr, "ds4-kbench: %s\n", cl.err);
         eng_cl_close(&cl);
         return 1;
@@ -360,11 +415,15 @@ int main(int argc, char **argv)
     }
     double bw = read_bandwidth(&cl, o.reps);
     if (o.csv) {
-        printf("path,kernel,type,rows,cols,ntok,us,GBps,pct_read_bw,TFLOPs,"
-               "what\n");
-        printf("read,bench_read,-,0,0,0,0,%.1f,100,0,streaming read\n", bw);
+        printf("path,kernel,type,rows,cols,ntok,us,wall_us,GBps,"
+               "pct_read_bw,TFLOPs,what\n");
+        printf("read,bench_read,-,0,0,0,0,0,%.1f,100,0,streaming read\n",
+               bw);
     } else {
-        printf("streaming read: %.1f GB/s\n", bw);
+        printf("streaming read: %.1f GB/s; columns: kernel time (%s median),"
+               " (wall time per call in back-to-back batches), weight bytes"
+               " per kernel time, %% of the streaming read\n", bw,
+               g_prof ? "event" : "wall");
     }
     int rc = 0;
     size_t ncase = o.quick ? N_QUICK : DS4_ARRAY_LEN(kCases);

@@ -457,8 +457,8 @@ static void check_nv(eng_cl *cl)
         check_matvec(cl, t, 7, 2304); /* 9 superblocks: a partial chunk */
         static const uint32_t toks[] = { 2, 4, 5, 13, 17, 40 };
         for (size_t k = 0; k < DS4_ARRAY_LEN(toks); k++)
-            check_matmul(cl, t, k & 1 ? 130 : 20, k < 3 ? 2304 : 512,
-                         toks[k]);
+            check_matmul(cl, t, k == 3 ? 130 : k == 1 ? 33 : 20,
+                         k < 3 ? 2304 : 512, toks[k]);
         check_bit_exact(cl, t);
     }
     /* the fast path does not take float types or other column counts */
