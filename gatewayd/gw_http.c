@@ -59,6 +59,8 @@ struct hreq {
     char path[160];
     gw_buf body;
     int too_large;
+    int refused;       /* refusal is answered once the body is read */
+    gw_err refusal;
     int queued;        /* a response is queued */
     int status;
     int streaming;
@@ -412,35 +414,45 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         int is_post = !strcmp(method, "POST");
         if (!strcmp(method, "OPTIONS"))
             return do_options(hr, c);
-        if (hr->route == R_NONE)
-            return fail(hr, c, GW_E_NOT_FOUND, "no route for %.16s %.100s", method, url);
-        if (want_post != is_post && !(!want_post && !strcmp(method, "HEAD")))
-            return fail(hr, c, GW_E_METHOD, "%.16s is not allowed on %.100s (use %s)", method, url,
-                        want_post ? "POST" : "GET");
-        if (hr->route != R_HEALTH && !authorized(h, c)) {
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding");
+        unsigned long long n = cl ? strtoull(cl, NULL, 10) : 0;
+        /* a body up to this size is read and dropped before a refusal, so
+         * that a client still sending it gets to read the answer; past it
+         * the refusal is sent at once and the connection closed */
+        int drainable = n <= 4 * (unsigned long long)h->o.max_body + (16u << 20);
+        int has_body = n > 0 || te;
+        gw_err e;
+        int refuse = 1;
+        if (hr->route == R_NONE) {
+            gw_fail(&e, GW_E_NOT_FOUND, NULL, "no route for %.16s %.100s", method, url);
+        } else if (want_post != is_post && !(!want_post && !strcmp(method, "HEAD"))) {
+            gw_fail(&e, GW_E_METHOD, NULL, "%.16s is not allowed on %.100s (use %s)", method, url,
+                    want_post ? "POST" : "GET");
+        } else if (hr->route != R_HEALTH && !authorized(h, c)) {
             stat_add(h, DS4S_GW_http_401, 1);
-            return fail(hr, c, GW_E_AUTH, "invalid or missing API key (send Authorization: Bearer KEY or x-api-key: KEY)");
+            gw_fail(&e, GW_E_AUTH, NULL, "invalid or missing API key (send Authorization: Bearer KEY or x-api-key: KEY)");
+        } else if (n > h->o.max_body) {
+            stat_add(h, DS4S_GW_http_413, 1);
+            gw_fail(&e, GW_E_TOO_LARGE, NULL, "request body of %llu bytes is over the limit of %zu bytes", n,
+                    h->o.max_body);
+        } else {
+            refuse = 0;
         }
-        if (is_post) {
-            const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-            unsigned long long n = cl ? strtoull(cl, NULL, 10) : 0;
-            if (n > h->o.max_body)
-                hr->too_large = 1;
-            /* a body somewhat over the limit is read and dropped, so that the
-             * client, still sending, gets to read the 413; an absurd one is
-             * refused at once and the connection closed */
-            if (n > 4 * (unsigned long long)h->o.max_body + (16u << 20)) {
-                stat_add(h, DS4S_GW_http_413, 1);
-                return fail(hr, c, GW_E_TOO_LARGE, "request body of %s bytes is over the limit of %zu bytes", cl,
-                            h->o.max_body);
+        if (refuse) {
+            if (has_body && drainable) {
+                hr->refused = 1;
+                hr->refusal = e;
+                return MHD_YES;
             }
+            return respond_error(hr, c, &e);
         }
         return MHD_YES;
     }
     if (hr->queued)
         return MHD_YES;
     if (*upload_size) {
-        if (!hr->too_large) {
+        if (!hr->too_large && !hr->refused) {
             if (hr->body.len + *upload_size > h->o.max_body) {
                 hr->too_large = 1;
                 gw_buf_free(&hr->body);
@@ -451,6 +463,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_size = 0;
         return MHD_YES;
     }
+    if (hr->refused)
+        return respond_error(hr, c, &hr->refusal);
     if (hr->too_large) {
         stat_add(h, DS4S_GW_http_413, 1);
         return fail(hr, c, GW_E_TOO_LARGE, "request body is over the limit of %zu bytes", h->o.max_body);

@@ -399,6 +399,16 @@ static void t_errors(void)
                   "authentication_error", NULL);
     expect_status(PORTA, "/v1/messages", "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}", "x-api-key: wrong\r\n", 401,
                   "authentication_error", NULL);
+    /* refused before the body was read: the body (an agent's 600 KB) is
+     * still drained, so the client reads the 401 instead of a reset */
+    gw_buf agent = {0};
+    gw_buf_puts(&agent, "{\"messages\":[{\"role\":\"user\",\"content\":\"");
+    for (int i = 0; i < 60000; i++)
+        gw_buf_puts(&agent, "0123456789");
+    gw_buf_puts(&agent, "\"}]}");
+    expect_status(PORTA, "/v1/messages", agent.p, NULL, 401, "authentication_error", NULL);
+    expect_status(S.port, "/v1/nowhere", agent.p, NULL, 404, "not_found_error", NULL);
+    gw_buf_free(&agent);
     expect_status(PORTA, "/v1/chat/completions",
                   "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"ds4_test_output\":\"x\"}",
                   "Authorization: Bearer sekret\r\n", 403, "permission_error", "ds4_test_output");
