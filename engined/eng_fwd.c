@@ -84,14 +84,15 @@ struct eng_fwd {
     cl_mem scores, sel, rl, msel, mw, sg, su, smid, cnt, entries, entry_of;
     cl_mem blocks, nblocks, mid, ye, hh, mixh, xo, lg;
     uint32_t score_cap;
-    cl_mem *o_sub, *z_sub; /* per output group; NULL: copy through og/zg */
-    cl_mem og, zg;
+    cl_mem og, zg;         /* one output group's slice of o / z */
     uint64_t scratch_bytes;
     cl_mem *owned;         /* every buffer to release */
     uint32_t n_owned, cap_owned;
     /* DS4_FWD_PROFILE=1: wait after every launch, time per kernel name,
      * summary on stderr at close */
     int profile;
+    int trace;             /* DS4_FWD_TRACE=1: every launch on stderr,
+                              each waited for (localises device faults) */
     struct {
         char name[48];
         double s;
@@ -189,6 +190,13 @@ static int fwd_launch_(eng_fwd *f, const char *name, size_t g0, size_t g1,
 static int fwd_launch(eng_fwd *f, const char *name, size_t g0, size_t g1,
                       size_t l0, const karg *a, int n)
 {
+    if (f->trace) {
+        fprintf(stderr, "eng_fwd: %s %zu x %zu\n", name, g0, g1);
+        int rc = fwd_launch_(f, name, g0, g1, l0, a, n);
+        cl_int e = clFinish(f->cl->queue);
+        fprintf(stderr, "eng_fwd: %s -> %d, finish %s\n", name, rc, eng_cl_strerror(e));
+        return rc;
+    }
     if (!f->profile)
         return fwd_launch_(f, name, g0, g1, l0, a, n);
     clFinish(f->cl->queue);
@@ -242,11 +250,17 @@ static int fwd_mm(eng_fwd *f, const fwd_w *w, cl_mem x, uint32_t xs, cl_mem y,
         t0 = ds4_now_ns();
     }
     int rc;
+    if (f->trace)
+        fprintf(stderr, "eng_fwd: gemm %u x %u type %u, %u tokens\n", w->rows,
+                w->cols, w->type, S);
     if (S == 1)
         rc = eng_cl_matvec(f->cl, w->type, w->buf, w->off, x, y, w->rows, w->cols);
     else
         rc = eng_cl_matmul(f->cl, w->type, w->buf, w->off, x, xs, y, ys, w->rows,
                            w->cols, S);
+    if (f->trace)
+        fprintf(stderr, "eng_fwd: gemm -> %d, finish %s\n", rc,
+                eng_cl_strerror(clFinish(f->cl->queue)));
     if (f->profile) {
         char nm[48];
         snprintf(nm, sizeof nm, "%s %ux%u t%u", S == 1 ? "matvec" : "matmul",
@@ -520,44 +534,17 @@ static void plan_state(eng_fwd *f)
     f->state_floats = at;
 }
 
-/* Sub-buffers of o and z at each output group (zero-copy grouped output
- * projection), when the device's alignment allows; else og/zg copies. */
+/* Per-group scratch of the grouped output projection: the GEMM launchers
+ * take whole buffers, so group g's slice of o is copied into og, and zg
+ * back into z. (Sub-buffers would avoid the copies, but NVIDIA's OpenCL
+ * crashes releasing them.) */
 static int setup_groups(eng_fwd *f, char *err, size_t errlen)
 {
     const dsv4_hparams *hp = &f->hp;
-    uint32_t g = hp->o_groups, gin = hp->n_head * hp->head_dim / g;
-    uint32_t r = hp->o_lora_rank, align = f->cl->info.base_align;
-    if (!align)
-        align = 128;
-    int ok = 1;
-    for (uint32_t i = 0; i < g; i++)
-        ok &= (uint64_t)i * gin * 4 % align == 0 && (uint64_t)i * r * 4 % align == 0;
-    if (!ok || getenv("DS4_FWD_GROUP_COPY")) {
-        f->og = fwd_alloc(f, (uint64_t)f->C * gin * 4, err, errlen);
-        f->zg = fwd_alloc(f, (uint64_t)f->C * r * 4, err, errlen);
-        return f->og && f->zg ? 0 : -1;
-    }
-    f->o_sub = ds4_xcalloc(g, sizeof *f->o_sub);
-    f->z_sub = ds4_xcalloc(g, sizeof *f->z_sub);
-    uint64_t ob = (uint64_t)f->C * hp->n_head * hp->head_dim * 4;
-    uint64_t zb = (uint64_t)f->C * g * r * 4;
-    for (uint32_t i = 0; i < g; i++) {
-        cl_int e;
-        cl_buffer_region ro = {(size_t)i * gin * 4, (size_t)(ob - (uint64_t)i * gin * 4)};
-        cl_buffer_region rz = {(size_t)i * r * 4, (size_t)(zb - (uint64_t)i * r * 4)};
-        f->o_sub[i] = clCreateSubBuffer(f->o, CL_MEM_READ_WRITE,
-                                        CL_BUFFER_CREATE_TYPE_REGION, &ro, &e);
-        if (e != CL_SUCCESS)
-            f->o_sub[i] = NULL;
-        f->z_sub[i] = clCreateSubBuffer(f->z, CL_MEM_READ_WRITE,
-                                        CL_BUFFER_CREATE_TYPE_REGION, &rz, &e);
-        if (e != CL_SUCCESS)
-            f->z_sub[i] = NULL;
-        if (!f->o_sub[i] || !f->z_sub[i])
-            return fail(err, errlen, "output group sub-buffer: %s",
-                        eng_cl_strerror(e));
-    }
-    return 0;
+    uint32_t gin = hp->n_head * hp->head_dim / hp->o_groups;
+    f->og = fwd_alloc(f, (uint64_t)f->C * gin * 4, err, errlen);
+    f->zg = fwd_alloc(f, (uint64_t)f->C * hp->o_lora_rank * 4, err, errlen);
+    return f->og && f->zg ? 0 : -1;
 }
 
 /* Chunk scratch buffers. */
@@ -617,6 +604,11 @@ int eng_fwd_open(eng_cl *cl, const eng_model *m, const eng_fwd_opts *o,
     f->max_ctx = o && o->max_ctx ? o->max_ctx : 32768;
     const char *pe = getenv("DS4_FWD_PROFILE");
     f->profile = pe && *pe == '1';
+    const char *te = getenv("DS4_FWD_TRACE");
+    f->trace = te && *te == '1';
+    if (f->trace)
+        fprintf(stderr, "eng_fwd: open (%s, chunk %u, context %u)\n",
+                f->exact ? "exact" : "QAT", f->C, f->max_ctx);
     const dsv4_hparams *hp = &f->hp;
     swbuf b = {0};
     int rc = check_dims(f, err, errlen);
@@ -660,8 +652,12 @@ int eng_fwd_open(eng_cl *cl, const eng_model *m, const eng_fwd_opts *o,
             rc = f->sw ? cl_fail(f, err, errlen, "small weights") : -1;
     }
     free(b.v);
+    if (f->trace)
+        fprintf(stderr, "eng_fwd: open: weights set up (rc %d)\n", rc);
     if (!rc)
         rc = setup_scratch(f, err, errlen);
+    if (f->trace)
+        fprintf(stderr, "eng_fwd: open: scratch (rc %d)\n", rc);
     if (!rc) {
         /* every kernel this model needs exists (a build problem shows now) */
         const char *names[] = {"fwd_embed", "fwd_hc_pre", "fwd_hc_post",
@@ -699,14 +695,8 @@ void eng_fwd_close(eng_fwd *f)
     for (int i = 0; i < f->n_prof; i++)
         fprintf(stderr, "eng_fwd profile: %-40s %8.3f s %8llu calls\n",
                 f->prof[i].name, f->prof[i].s, (unsigned long long)f->prof[i].n);
-    for (uint32_t i = 0; f->o_sub && i < f->hp.o_groups; i++) {
-        if (f->o_sub[i])
-            clReleaseMemObject(f->o_sub[i]);
-        if (f->z_sub[i])
-            clReleaseMemObject(f->z_sub[i]);
-    }
-    free(f->o_sub);
-    free(f->z_sub);
+    if (f->trace)
+        fprintf(stderr, "eng_fwd: close\n");
     for (uint32_t i = 0; i < f->n_owned; i++)
         clReleaseMemObject(f->owned[i]);
     free(f->owned);
@@ -838,11 +828,6 @@ static int attn_output(eng_fwd *f, const fwd_layer *L, uint32_t S)
         fwd_w wa = L->out_a;
         wa.off += rb * i;
         wa.rows = r;
-        if (f->o_sub) {
-            if (fwd_mm(f, &wa, f->o_sub[i], nq, f->z_sub[i], g * r, S))
-                return -1;
-            continue;
-        }
         size_t so[3] = {(size_t)i * gin * 4, 0, 0}, zo[3] = {0, 0, 0};
         size_t reg[3] = {(size_t)gin * 4, S, 1}, zreg[3] = {(size_t)r * 4, S, 1};
         size_t zd[3] = {(size_t)i * r * 4, 0, 0};

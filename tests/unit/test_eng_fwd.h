@@ -5,7 +5,9 @@
 #ifndef DS4_TEST_ENG_FWD_H
 #define DS4_TEST_ENG_FWD_H
 
+#include <execinfo.h>
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,9 +144,25 @@ static inline double row_err(const float *a, const float *b, uint32_t V, int *ar
 }
 
 
+/* On SIGSEGV/SIGBUS/SIGABRT: the stack on stderr (addresses for
+ * addr2line on machines without a debugger), then die. */
+static void test_crash_handler(int sig)
+{
+    void *pc[64];
+    int n = backtrace(pc, 64);
+    static const char msg[] = "test_eng_fwd: fatal signal, backtrace:\n";
+    if (write(2, msg, sizeof msg - 1) < 0)
+        _exit(128 + sig);
+    backtrace_symbols_fd(pc, n, 2);
+    _exit(128 + sig);
+}
+
 /* Open a device for the test binary (no device: skip when allowed). */
 static inline int test_no_device(void)
 {
+    signal(SIGSEGV, test_crash_handler);
+    signal(SIGBUS, test_crash_handler);
+    setvbuf(stdout, NULL, _IOLBF, 0);
     eng_cl probe;
     if (eng_cl_open(&probe)) {
         const char *allow = getenv("DS4_ALLOW_NO_OPENCL");
