@@ -605,6 +605,38 @@ static void t_stage_down(void)
     gws_resp_free(&r);
 }
 
+/* SIGTERM: no new connections, the stream in flight still completes, exit 0. */
+static void t_drain(void)
+{
+    char h[4096] = "";
+    int fd = open_stream("/v1/chat/completions",
+                         "{\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"reasoning_effort\":\"none\","
+                         "\"ds4_test_output\":\"one two three four five six seven eight nine ten eleven twelve" EOS "\"}",
+                         h, sizeof h);
+    CHECK(fd >= 0);
+    kill(S.gw.pid, SIGTERM);
+    /* the listening socket closes: poll connect attempts until refused */
+    long long end = gws_now_ms() + 5000;
+    int refused = 0;
+    while (!refused && gws_now_ms() < end) {
+        int c = gws_connect(S.port);
+        if (c < 0)
+            refused = 1;
+        else {
+            close(c);
+            poll(NULL, 0, 10); /* retry interval of a bounded poll */
+        }
+    }
+    CHECK(refused);
+    size_t n;
+    char *rest = gws_read_all(fd, &n, 10000);
+    close(fd);
+    CHECK(strstr(rest, "\"finish_reason\":\"stop\"") && strstr(rest, "[DONE]"));
+    free(rest);
+    int st = gws_signal_wait(&S.gw, 0, 10000);
+    CHECKF(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "gatewayd exit status 0x%x", st);
+}
+
 int main(void)
 {
     const char *eng_extra[] = {"--ctx", "2048", "--max-batch", "1", "--max-queue", "1", "--retry-after-ms", "2000", NULL};
@@ -625,6 +657,7 @@ int main(void)
     t_errors();
     t_busy_and_cancel();
     t_stage_down();
+    t_drain();
     if (test_failures) {
         gws_log_tail(&S.gw, 30);
         gws_log_tail(&S.eng, 15);
