@@ -651,10 +651,10 @@ void nv_finish(const float *acc, uint nt, uint ks_n, __local uint *scratch,
 
 /* Whether the decode kernels unroll their steps, per type, as measured
  * on an H200 (docs/PERFORMANCE.md): unrolled, independent steps overlap,
- * which pays for the K-quants and IQ2_XXS (9-24 % faster); Q8_0 is 15 %
- * faster with the loop kept (128 registers instead of 162). -DNV_MV_
- * NOUNROLL keeps every loop (for such comparisons). The prefill kernel
- * keeps it: its 8 n-tiles give enough independent work. */
+ * which takes 4-19 % off the time for the K-quants and IQ2_XXS; Q8_0 runs
+ * 17-36 % longer unrolled (162 registers instead of 128). -DNV_MV_NOUNROLL
+ * keeps every loop (for such comparisons). The prefill kernel keeps it:
+ * its 8 n-tiles give enough independent work. */
 #if defined(DS4_NV_PTX) && !defined(NV_MV_NOUNROLL)
 #define NV_JUNROLL_q8_0 _Pragma("unroll 1")
 #define NV_JUNROLL_q2_k _Pragma("unroll")
