@@ -11,7 +11,9 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 pass=0; fail=0; failed=""
 for t in "$build"/tests/test_*; do
   [ -x "$t" ] || continue
+  t0=$(date +%s)
   if "$t"; then pass=$((pass+1)); else fail=$((fail+1)); failed="$failed $(basename "$t")"; fi
+  echo "     $(basename "$t"): $(( $(date +%s) - t0 )) s"
 done
 # Replay every fuzz corpus through its target (no crash, no hang, no
 # sanitizer report on any seed).
