@@ -469,7 +469,10 @@ static int submit(eng_service *s, const ds4w_msg *m, eng_job *j, const char **fi
         return fail(field, NULL, err, errlen, DS4W_E_INVALID_REQUEST,
                     "request id %s is already in use by a live job", j->rid);
     }
-    if (s->n_queued >= s->o.max_queue) {
+    /* waiting room: --max-queue beyond the free running slots (jobs wait
+     * in the queue for a moment even when a slot is free) */
+    uint32_t free_slots = s->n_running < s->o.max_batch ? s->o.max_batch - s->n_running : 0;
+    if (s->n_queued >= s->o.max_queue + free_slots) {
         uint32_t q = s->n_queued;
         pthread_mutex_unlock(&s->mu);
         reply_busy(s, m, q);
@@ -575,11 +578,15 @@ static void mark_gone(eng_service *s, const ds4w_route *r, const uint8_t reqid[1
     }
 }
 
-void eng_service_flush(eng_service *s, void *sock)
+void eng_service_clear_wake(eng_service *s)
 {
     uint64_t cnt;
     ssize_t r = read(s->efd, &cnt, sizeof cnt);
     (void)r;
+}
+
+void eng_service_flush(eng_service *s, void *sock)
+{
     for (;;) {
         pthread_mutex_lock(&s->mu);
         eng_outmsg *m = s->ohead;

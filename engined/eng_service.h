@@ -170,6 +170,9 @@ int eng_service_handle(eng_service *s, const ds4w_msg *m, const char **field,
 
 /* Socket thread: send every queued message on sock. */
 void eng_service_flush(eng_service *s, void *sock);
+/* Socket thread: reset the eventfd (before looking at the state and the
+ * outbox, so that anything queued later wakes the loop again). */
+void eng_service_clear_wake(eng_service *s);
 
 /* Socket thread: state checks. */
 int eng_service_ready(eng_service *s);

@@ -128,21 +128,24 @@ static int run_loop(ds4d *d, void *sock, eng_service *svc)
             }
         }
         it[0].revents = it[1].revents = 0;
-        int n = ds4d_poll(d, it, 2, drain_started ? 100 : -1);
+        /* the scheduler writes the eventfd after every state change (model
+         * loaded, a message queued, a job ended), so no timeout is needed;
+         * ds4d_poll shortens it to the drain deadline */
+        int n = ds4d_poll(d, it, 2, -1);
         if (n < 0)
             return 1;
-        if (it[1].revents & ZMQ_POLLIN) {
-            if (!announced && eng_service_ready(svc)) {
-                announced = 1;
-                if (ds4d_ready(d))
-                    return 1;
-            }
-            if (eng_service_load_failed(svc)) {
-                ds4_err("the model could not be loaded: stopping");
+        if (it[1].revents & ZMQ_POLLIN)
+            eng_service_clear_wake(svc);
+        if (!announced && eng_service_ready(svc)) {
+            announced = 1;
+            if (ds4d_ready(d))
                 return 1;
-            }
-            eng_service_flush(svc, sock);
         }
+        if (eng_service_load_failed(svc)) {
+            ds4_err("the model could not be loaded: stopping");
+            return 1;
+        }
+        eng_service_flush(svc, sock);
         if ((it[0].revents & ZMQ_POLLIN)) {
             while (serve_one(d, sock, svc) > 0)
                 ;
