@@ -608,8 +608,6 @@ static void sched_loop(sched *c)
         for (uint32_t k = 0; k < na; k++) {
             eng_job *j = admitted[k];
             c->run[c->n_run++] = j;
-            if (s->stats)
-                ds4_stats_add(s->stats, DS4S_ENG_jobs_submitted, 1);
             if (start_job(c, j) < 0) {
                 /* back to the queue head; admit nothing until a job ends */
                 drop_running(c, j);
@@ -621,8 +619,6 @@ static void sched_loop(sched *c)
                     s->qtail = j;
                 s->n_queued++;
                 pthread_mutex_unlock(&s->mu);
-                if (s->stats)
-                    ds4_stats_add(s->stats, DS4S_ENG_jobs_submitted, (uint64_t)-1);
                 c->mem_wait = 1;
             }
         }
@@ -630,6 +626,8 @@ static void sched_loop(sched *c)
             break;
         decode_step(c);
         prefill_step(c);
+        if (s->stats)
+            ds4_stats_set(s->stats, DS4S_ENG_device_mem_bytes, s->ops->mem_used(s->b));
     }
 }
 

@@ -506,8 +506,10 @@ static int submit(eng_service *s, const ds4w_msg *m, eng_job *j, const char **fi
     j->all_next = s->all;
     s->all = j;
     s->n_queued++;
-    if (s->stats)
+    if (s->stats) {
         ds4_stats_set(s->stats, DS4S_ENG_jobs_queued, s->n_queued);
+        ds4_stats_add(s->stats, DS4S_ENG_jobs_submitted, 1);
+    }
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     wake(s);
