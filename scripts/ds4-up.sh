@@ -39,7 +39,8 @@ Commands:
   start              (default) install and build what is missing, start kvd,
                      engined, tokenizerd and gatewayd, wait until each is ready
   stop               stop every stage (SIGTERM, bounded drain, then SIGKILL)
-  status             pid and state of each stage, gateway health, counters
+  status             pid and state of each stage, gateway health, counters;
+                     exit 0 only if every stage runs and answers a PING
   restart DAEMON     stop and start one stage with the stack's settings (new
                      options given here replace the saved ones, e.g.
                      'restart kvd --kv-disk-dir /new/dir')
@@ -274,6 +275,12 @@ build_args() {
   [ -z "$extra" ] || ARGS+=($extra)
 }
 
+# The last lines a stage logged since it was last started by this script.
+log_tail() {
+  awk '/^--- [0-9][0-9][0-9][0-9]-/ { n = 0 } { l[n++] = $0 }
+       END { for (i = (n > 15 ? n - 15 : 0); i < n; i++) print "        " l[i] }' "$1"
+}
+
 # Start one stage and wait for its READY handshake: a daemon started without
 # --foreground detaches, and the launching process exits 0 only once the
 # daemon has signalled READY (1 if it failed first). Progress is shown while
@@ -292,7 +299,10 @@ start_daemon() {
   log=$(logfile_of "$d")
   printf '%s start %s %s\n' "--- $(date '+%F %T')" "$d" "${ARGS[*]}" \
     | sed 's/--api-key [^ ]*/--api-key ***/' >> "$log"
-  "$BIN/$d" "${ARGS[@]}" </dev/null >>"$log" 2>&1 &
+  # the daemon must not inherit our lock (or it would hold it forever)
+  ( if [ -n "${LOCK_FD:-}" ]; then exec {LOCK_FD}>&-; fi
+    if [ -n "${NAP_FD:-}" ]; then exec {NAP_FD}<&-; fi
+    exec "$BIN/$d" "${ARGS[@]}" </dev/null >>"$log" 2>&1 ) &
   launcher=$!
   t0=$SECONDS; limit=${START_TIMEOUT:-120}; local us0=${EPOCHREALTIME/./}
   [ -n "$START_TIMEOUT" ] || [ "$d" != engined ] || limit=1800
@@ -302,7 +312,7 @@ start_daemon() {
       say "  ${R}FAIL${N}  $d not ready after ${limit}s; stopping it. Last log lines ($log):"
       pid=$(daemon_pid "$d") && kill -KILL "$pid" 2>/dev/null
       kill -KILL "$launcher" 2>/dev/null; wait "$launcher" 2>/dev/null
-      tail -n 15 "$log" | sed 's/^/        /'
+      log_tail "$log"
       return 1
     fi
     if [ $((now - t0)) -ge 3 ] && [ $(((now - t0) % 5)) -eq 0 ] && [ "$shown" != "$now" ]; then
@@ -313,9 +323,13 @@ start_daemon() {
     nap
   done
   wait "$launcher"; rc=$?
+  if [ $rc -ne 0 ] && pid=$(daemon_pid "$d"); then
+    say "  ${G}ok${N}    $d already running (pid $pid, started by another ds4-up.sh)"
+    return 0
+  fi
   if [ $rc -ne 0 ] || ! pid=$(daemon_pid "$d"); then
-    say "  ${R}FAIL${N}  $d did not start (exit $rc). Last log lines ($log):"
-    tail -n 15 "$log" | sed 's/^/        /'
+    say "  ${R}FAIL${N}  $d did not start (exit $rc). Its log ($log) says:"
+    log_tail "$log"
     return 1
   fi
   local ms=$(( (${EPOCHREALTIME/./} - us0) / 1000 ))
@@ -343,6 +357,7 @@ stop_daemon() {
   local d=$1 pid t0 grace=${DS4_STOP_TIMEOUT:-30}
   pid=$(daemon_pid "$d") || return 0
   kill -TERM "$pid" 2>/dev/null
+  kill -CONT "$pid" 2>/dev/null   # a stopped (SIGSTOP) stage must see the TERM
   t0=$SECONDS
   while alive "$pid"; do
     if [ $((SECONDS - t0)) -ge "$grace" ]; then
@@ -573,21 +588,31 @@ cmd_status() {
       say "  $(printf '%-11s' "$d") ${D}not built${N}"
     fi
   done
+  local answered=0
   if [ $all -gt 0 ] && [ -x "$BIN/ds4" ]; then
     say ""
     local h=$HOST
     case "$h" in 0.0.0.0|::|"[::]") h=127.0.0.1 ;; esac
-    "$BIN/ds4" status --run-dir "$RUN_DIR" --instance "$INSTANCE" --port "$(gw_port)" --host "$h" || true
+    "$BIN/ds4" status --run-dir "$RUN_DIR" --instance "$INSTANCE" --port "$(gw_port)" --host "$h" \
+      || answered=1
   fi
-  [ $all -gt 0 ] && [ $down -eq 0 ]
+  # 0 only when every built stage runs and answers (a hung stage is not fine)
+  [ $all -gt 0 ] && [ $down -eq 0 ] && [ $answered -eq 0 ]
 }
 
 cmd_restart() {
-  local d=$TARGET
-  load_conf || true
+  local d=$TARGET old_model=""
+  load_conf && old_model=${SAVED_MODEL:-}
   apply_defaults
   built "$d" || die "$BIN/$d does not exist (not built)"
   if [ -z "$MODEL" ]; then default_model; MODEL=$DEFAULT_MODEL; fi
+  if [ -n "$old_model" ] && [ "$MODEL" != "$old_model" ]; then
+    local o others=""
+    for o in engined tokenizerd gatewayd; do
+      [ "$o" != "$d" ] && daemon_pid "$o" >/dev/null && others="$others $o"
+    done
+    [ -z "$others" ] || warn "the model changes; restart$others too (they still use $old_model)"
+  fi
   save_conf
   step "restarting $d"
   stop_daemon "$d"
@@ -620,8 +645,20 @@ cmd_logs() {
   tail -n 50 "${files[@]}"
 }
 
+# One ds4-up.sh at a time changes a stack instance (two concurrent starts
+# would race to start the same stages).
+lock_stack() {
+  mkdir -p -m 700 "$RUN_DIR" 2>/dev/null || die "cannot create the run directory $RUN_DIR"
+  exec {LOCK_FD}>>"$RUN_DIR/ds4-up.lock" || die "cannot open $RUN_DIR/ds4-up.lock"
+  if ! flock -n "$LOCK_FD"; then
+    say "another ds4-up.sh is working on $RUN_DIR; waiting for it"
+    flock "$LOCK_FD" || die "cannot lock $RUN_DIR/ds4-up.lock"
+  fi
+}
+
 parse_args "$@"
 resolve_paths
+case "$CMD" in start|stop|restart|kv-dir) lock_stack ;; esac
 case "$CMD" in
   start) cmd_start ;;
   stop) apply_defaults; cmd_stop ;;
