@@ -19,6 +19,11 @@ PKGS="build-essential pkg-config clang libzmq3-dev libjansson-dev uuid-dev
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 
+# DS4_DEPS_VERBOSE=1 (scripts/ds4-up.sh sets it) shows apt's and npm's own
+# progress instead of hiding it.
+out=/dev/null
+[ -z "${DS4_DEPS_VERBOSE:-}" ] || out=/dev/stdout
+
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -27,9 +32,9 @@ if [ -n "$missing" ]; then
   echo "deps: installing Debian packages:$missing"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -q >/dev/null
+  $SUDO apt-get update -q >"$out"
   # shellcheck disable=SC2086
-  $SUDO apt-get install -y -q --no-install-recommends $missing >/dev/null
+  $SUDO apt-get install -y -q --no-install-recommends $missing >"$out"
   echo "deps: Debian packages installed"
 fi
 
@@ -38,7 +43,7 @@ fi
 stamp=node_modules/.ds4-deps-stamp
 if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ]; then
   echo "deps: installing npm packages"
-  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  npm ci --no-audit --no-fund --loglevel=error >"$out"
   touch "$stamp"
   echo "deps: npm packages installed"
 fi

@@ -411,8 +411,8 @@ wait_healthy() {
 
 install_and_build() {
   if [ "$NO_DEPS" = 0 ]; then
-    step "checking dependencies (scripts/deps.sh)"
-    sh "$ROOT/scripts/deps.sh" || die "installing dependencies failed (run scripts/deps.sh as root)"
+    step "checking dependencies (scripts/deps.sh; the first time this installs packages)"
+    DS4_DEPS_VERBOSE=1 sh "$ROOT/scripts/deps.sh" || die "installing dependencies failed (run scripts/deps.sh as root)"
   fi
   [ "$NO_BUILD" = 1 ] && return 0
   local targets="" d jobs log rc
