@@ -107,13 +107,27 @@ test: all
 asan:
 	$(MAKE) BUILD=build-asan SANITIZE=1 test
 
-# libFuzzer builds (clang), one binary per target.
+# libFuzzer builds (clang), one binary per target. The library sources are
+# compiled once (with coverage instrumentation) into one archive that every
+# target links, instead of once per target.
 FUZZ_BUILD ?= build-fuzz
-fuzz:
-	@for t in $(FUZZ_SRC); do n=$$(basename $$t .c); mkdir -p $(FUZZ_BUILD); \
-	  echo "clang fuzz $$n"; \
-	  clang -std=gnu11 -g -O1 -D_GNU_SOURCE -I. -Icommon -fsanitize=fuzzer,address,undefined \
-	    $$t $(COMMON_SRC) $(tokenizerd_LIBSRC) $(kvd_LIBSRC) $(gatewayd_LIBSRC) $(LDLIBS) -o $(FUZZ_BUILD)/$$n || exit 1; done
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -DCL_TARGET_OPENCL_VERSION=300 -I. -Icommon \
+               -fsanitize=address,undefined
+FUZZ_LIBSRC := $(COMMON_SRC) $(tokenizerd_LIBSRC) $(kvd_LIBSRC) $(gatewayd_LIBSRC) $(engined_LIBSRC)
+FUZZ_OBJS   := $(FUZZ_LIBSRC:%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/gen/kernels_embed.o
+FUZZ_BINS   := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRC))
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+$(FUZZ_BUILD)/obj/gen/kernels_embed.o: $(KERNEL_GEN)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -c $< -o $@
+$(FUZZ_BUILD)/libfuzzdeps.a: $(FUZZ_OBJS)
+	rm -f $@ && ar rcs $@ $^
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/libfuzzdeps.a
+	@echo "clang fuzz $*"
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_BUILD)/libfuzzdeps.a $(LDLIBS) -o $@
+fuzz: $(FUZZ_BINS)
 
 FUZZ_SECONDS ?= 30
 fuzz-run: fuzz
@@ -128,4 +142,4 @@ fuzz-run: fuzz
 clean:
 	rm -rf build build-asan build-fuzz
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)
