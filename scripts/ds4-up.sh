@@ -87,7 +87,7 @@ EOF
 
 CMD=start; TARGET=""; FOLLOW=0; NEW_KV_DIR=""
 # Settings saved in the run directory (restart and recovery reuse them).
-SAVED_VARS="MODEL CTX KV_DIR KV_MB HOST PORT API_KEY CORS BACKEND TEST_MODE LOG_LEVEL BUILD_DIR"
+SAVED_VARS="INSTANCE MODEL CTX KV_DIR KV_MB HOST PORT API_KEY CORS BACKEND TEST_MODE LOG_LEVEL BUILD_DIR"
 MODEL=""; CTX=""; KV_DIR=""; KV_MB=""; HOST=""; PORT=""; API_KEY=""; CORS=""
 BACKEND=""; TEST_MODE=""; LOG_LEVEL=""; BUILD_DIR=""
 RUN_DIR=""; INSTANCE=""; NO_DEPS=0; NO_BUILD=0; START_TIMEOUT=""
@@ -127,7 +127,7 @@ parse_args() {
           --backend) set_opt BACKEND "$2" ;;
           --log-level) set_opt LOG_LEVEL "$2" ;;
           --run-dir) RUN_DIR=$2 ;;
-          --instance) INSTANCE=$2 ;;
+          --instance) set_opt INSTANCE "$2" ;;
           --build) set_opt BUILD_DIR "$2" ;;
           --start-timeout) START_TIMEOUT=$2 ;;
         esac
@@ -160,16 +160,19 @@ resolve_paths() {
     elif [ -n "${XDG_RUNTIME_DIR:-}" ]; then RUN_DIR=$XDG_RUNTIME_DIR/ds4
     else RUN_DIR=/tmp/ds4-$(id -u); fi
   fi
-  INSTANCE=${INSTANCE:-${DS4_INSTANCE:-default}}
-  CACHE_DIR=${DS4_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ds4}
+  CACHE_DIR=${DS4_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/ds4}
+  # the daemons resolve paths from their own working directory, and later
+  # commands may run from another one: keep every path absolute
+  RUN_DIR=$(realpath -m -- "$RUN_DIR"); CACHE_DIR=$(realpath -m -- "$CACHE_DIR")
   CONF=$RUN_DIR/stack.conf
   DEFAULT_MODEL=$CACHE_DIR/ds4-test-model-seed1-q2.gguf
 }
 
 # Fill unset settings with defaults.
 apply_defaults() {
+  INSTANCE=${INSTANCE:-${DS4_INSTANCE:-default}}
   BUILD_DIR=${BUILD_DIR:-${DS4_BUILD:-build}}
-  KV_DIR=${KV_DIR:-$CACHE_DIR/kv}
+  KV_DIR=$(realpath -m -- "${KV_DIR:-$CACHE_DIR/kv}")
   HOST=${HOST:-127.0.0.1}
   PORT=${PORT:-8000}
   LOG_LEVEL=${LOG_LEVEL:-info}
@@ -545,7 +548,7 @@ cmd_start() {
     MODEL=$DEFAULT_MODEL
   fi
   [ -r "$MODEL" ] || die "model file $MODEL not found or not readable"
-  case "$MODEL" in /*) ;; *) MODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL") ;; esac
+  MODEL=$(realpath -- "$MODEL")
   mkdir -p -m 700 "$RUN_DIR" || die "cannot create the run directory $RUN_DIR"
   mkdir -p "$KV_DIR" 2>/dev/null || warn "cannot create the KV directory $KV_DIR"
   save_conf
