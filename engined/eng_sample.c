@@ -152,13 +152,52 @@ static uint32_t top_ids(const float *l, uint32_t n, uint32_t k, uint32_t *out)
     return m;
 }
 
-/* qsort_r comparator: descending by logit, ties by id. */
-static int cmp_desc(const void *a, const void *b, void *ctx)
+/* Max-heap (best on top) sift-down, for the top_p prefix. */
+static void maxheap_sift_down(const float *l, uint32_t *h, uint32_t n, uint32_t i)
 {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    if (x == y)
-        return 0;
-    return better((const float *)ctx, x, y) ? -1 : 1;
+    for (;;) {
+        uint32_t a = 2 * i + 1, b = a + 1, w = i;
+        if (a < n && better(l, h[a], h[w]))
+            w = a;
+        if (b < n && better(l, h[b], h[w]))
+            w = b;
+        if (w == i)
+            return;
+        uint32_t t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+/* The shortest most-probable prefix of the candidates idx[0..nc) whose
+ * weight reaches target, moved to idx[0..k) in descending order with its
+ * weights in w; returns k. A heap gives it in O(nc + k log nc) instead of
+ * sorting the whole vocabulary. */
+static uint32_t top_p_prefix(const float *l, uint32_t *idx, uint32_t nc, float *w, double mx,
+                             double invT, double target)
+{
+    for (uint32_t i = nc / 2; i-- > 0;)
+        maxheap_sift_down(l, idx, nc, i);
+    uint32_t hn = nc, k = 0;
+    double cum = 0;
+    while (hn > 0) {
+        uint32_t best = idx[0];
+        idx[0] = idx[--hn];
+        maxheap_sift_down(l, idx, hn, 0);
+        idx[hn] = best; /* popped ids collect at the end, best last */
+        w[k++] = (float)exp((l[best] - mx) * invT);
+        cum += w[k - 1];
+        if (cum >= target)
+            break;
+    }
+    /* idx[nc-k .. nc) holds them worst-first: put them at the front, best first */
+    for (uint32_t j = 0; j < k; j++) {
+        uint32_t t = idx[nc - 1 - j];
+        idx[nc - 1 - j] = idx[j];
+        idx[j] = t;
+    }
+    return k;
 }
 
 int32_t eng_sample(const float *logits, uint32_t n, const eng_sample_params *p, eng_rng *rng,
@@ -185,21 +224,29 @@ int32_t eng_sample(const float *logits, uint32_t n, const eng_sample_params *p, 
         }
         sorted = 1;
     } else {
+        /* Z (the vocabulary's total weight) matters only for a top_p cut;
+         * otherwise a logit comparison finds the min_p candidates without
+         * an exp per token (the exact test is then made on the few left) */
+        const int need_z = p->top_p < 1.0f;
+        const double lthr = min_p > 0 ? mx + log(min_p) / invT - 1e-3 : -INFINITY;
         for (uint32_t i = 0; i < n; i++) {
             float v = logits[i];
             if (isnan(v) || v == -INFINITY)
                 continue;
-            double wi = exp((v - mx) * invT);
-            Z += wi;
-            if (wi >= min_p)
+            if (need_z) {
+                double wi = expf((float)((v - mx) * invT));
+                Z += wi;
+                if (wi >= min_p)
+                    idx[nc++] = i;
+            } else if (v >= lthr && exp((v - mx) * invT) >= min_p) {
                 idx[nc++] = i;
+            }
         }
-        if (p->top_p < 1.0f) {
-            qsort_r(idx, nc, sizeof *idx, cmp_desc, (void *)logits);
-            sorted = 1;
-        }
-        for (uint32_t j = 0; j < nc; j++)
-            w[j] = (float)exp((logits[idx[j]] - mx) * invT);
+        if (nc && p->top_p < 1.0f)
+            nc = top_p_prefix(logits, idx, nc, w, mx, invT, (double)p->top_p * Z);
+        else
+            for (uint32_t j = 0; j < nc; j++)
+                w[j] = (float)exp((logits[idx[j]] - mx) * invT);
     }
     if (nc == 0) /* min_p above 1: only the top token is left */
         return amax;
