@@ -28,7 +28,7 @@
 #define GATEWAYD_VERSION "0.1.0"
 
 struct gw_opts {
-    const char *model, *tokenizer_json, *host, *api_key, *model_name, *port_file;
+    const char *model, *tokenizer_json, *host, *api_key, *model_name, *port_file, *test_script;
     int port, cors, test_mode, keepalive_ms, stage_timeout_ms;
     uint64_t max_body_mb, ctx, max_conns, replay_entries, replay_mb;
 };
@@ -203,6 +203,8 @@ int main(int argc, char **argv)
         {"replay-max-entries", 0, DS4_OPT_U64, &o.replay_entries, "100000", "turns kept for exact replay"},
         {"replay-max-mb", 0, DS4_OPT_U64, &o.replay_mb, "256", "memory for exact replay"},
         {"test-mode", 0, DS4_OPT_FLAG, &o.test_mode, NULL, "accept ds4_test_output (forced decoding, tests only)"},
+        {"test-script", 0, DS4_OPT_STRING, &o.test_script, NULL,
+         "test mode: JSON array of assistant texts forced in turn on every request (agent tests)"},
         {NULL, 0, 0, NULL, NULL, NULL},
     };
     ds4d d;
@@ -259,6 +261,18 @@ int main(int argc, char **argv)
     cx.start_time = (int64_t)time(NULL);
     if (v)
         gw_ctx_set_vocab(&cx, v);
+    if (o.test_script) {
+        json_error_t je;
+        char serr[160] = "";
+        cx.test_script = json_load_file(o.test_script, JSON_REJECT_DUPLICATES, &je);
+        pthread_mutex_init(&cx.script_mu, NULL);
+        if (!o.test_mode || !cx.test_script || gw_script_check(cx.test_script, serr, sizeof serr)) {
+            ds4_err("--test-script %s: %s", o.test_script,
+                    !o.test_mode ? "needs --test-mode" : cx.test_script ? serr : je.text);
+            goto out;
+        }
+        ds4_info("test script: %zu scripted answers", json_array_size(cx.test_script));
+    }
     gw_http_opts ho = {
         .host = o.host, .port = o.port, .max_body = (size_t)o.max_body_mb << 20, .api_keys = o.api_key,
         .cors = o.cors, .max_conns = (unsigned)o.max_conns, .idle_timeout_s = 600,
@@ -338,6 +352,8 @@ out:
     if (zctx)
         zmq_ctx_term(zctx);
     gw_replay_free(replay);
+    json_decref(cx.test_script);
+    free(cx.script_used);
     tok_vocab_free(v);
     int fin = ds4d_fini(&d);
     return status ? status : fin;

@@ -27,6 +27,62 @@ const tok_vocab *gw_ctx_vocab(gw_ctx *cx)
     return __atomic_load_n(&cx->vocab, __ATOMIC_ACQUIRE);
 }
 
+int gw_script_check(const json_t *script, char *err, size_t errlen)
+{
+    if (!json_is_array(script) || !json_array_size(script)) {
+        ds4_seterr(err, errlen, "expected a non-empty JSON array");
+        return -1;
+    }
+    size_t i;
+    json_t *t;
+    json_array_foreach(script, i, t) {
+        if (json_is_string(t))
+            continue;
+        if (!json_is_string(json_object_get(t, "output")) ||
+            (json_object_get(t, "match") && !json_is_string(json_object_get(t, "match")))) {
+            ds4_seterr(err, errlen, "entry %zu: expected a string or {\"match\": string, \"output\": string}", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+const char *gw_ctx_script_pick(gw_ctx *cx, const json_t *messages, const char *rid)
+{
+    size_t n = json_array_size(cx->test_script);
+    char *text = messages ? json_dumps(messages, JSON_COMPACT) : NULL;
+    const char *out = NULL;
+    long last = -1;
+    pthread_mutex_lock(&cx->script_mu);
+    if (!cx->script_used)
+        cx->script_used = ds4_xcalloc(n ? n : 1, 1);
+    /* entries whose match string occurs take precedence over bare ones */
+    int specific = 0;
+    for (size_t i = 0; i < n && !specific; i++) {
+        const char *m = json_string_value(json_object_get(json_array_get(cx->test_script, i), "match"));
+        specific = m && text && strstr(text, m);
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(cx->test_script, i);
+        const char *m = json_string_value(json_object_get(e, "match"));
+        if (specific ? !(m && text && strstr(text, m)) : m != NULL)
+            continue;
+        last = (long)i;
+        if (!cx->script_used[i]) {
+            cx->script_used[i] = 1;
+            break;
+        }
+    }
+    if (last >= 0) {
+        json_t *e = json_array_get(cx->test_script, (size_t)last);
+        out = json_is_string(e) ? json_string_value(e) : json_string_value(json_object_get(e, "output"));
+        ds4_log_req(DS4_LOG_INFO, rid, "test script: answer %ld of %zu", last + 1, n);
+    }
+    pthread_mutex_unlock(&cx->script_mu);
+    free(text);
+    return out;
+}
+
 static void stat_add(gw_gen *g, unsigned i, uint64_t v)
 {
     if (g->cx->stats)
@@ -543,7 +599,10 @@ int gw_gen_prepare(gw_gen *g)
     }
     if (!g->nprompt)
         return gw_fail(&g->err, GW_E_INVALID, "prompt", "the prompt is empty");
-    if (r->test_output && (rc = tokenize_raw(g, r->test_output, 0, &g->forced, &g->nforced)))
+    const char *forced = r->test_output;
+    if (!forced && g->cx->test_script)
+        forced = gw_ctx_script_pick(g->cx, r->api == GW_API_COMPLETIONS ? NULL : r->messages, g->rid);
+    if (forced && (rc = tokenize_raw(g, forced, 0, &g->forced, &g->nforced)))
         return rc;
     uint32_t n_ctx = g->cx->n_ctx ? g->cx->n_ctx : 32768;
     if (g->nprompt >= n_ctx) {

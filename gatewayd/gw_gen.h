@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
+#include <pthread.h>
 
 #include "gw_json.h"
 #include "gw_replay.h"
@@ -51,7 +52,21 @@ typedef struct gw_ctx {
     const char *instance;      /* stack instance (stats segments) */
     int64_t start_time;        /* unix time the gateway started */
     int32_t eos_id, think_end_id;
+    json_t *test_script;       /* test mode: scripted answers (gw_ctx_script_pick) */
+    unsigned char *script_used;
+    pthread_mutex_t script_mu;
 } gw_ctx;
+
+/* Test mode, for running real agents deterministically (--test-script): the
+ * script is a JSON array whose entries are assistant texts, or
+ * {"match": S, "output": T} for requests whose canonical messages (as JSON)
+ * contain S. The candidates of a request are the entries whose match string
+ * occurs, else (none does) the bare texts; it is forced to the first unused
+ * candidate, or, once all were used, to the last one again. A request that
+ * carries ds4_test_output keeps it. NULL when there is no candidate. */
+const char *gw_ctx_script_pick(gw_ctx *cx, const json_t *messages, const char *rid);
+/* Check the shape of a script: 0, or -1 with a message. */
+int gw_script_check(const json_t *script, char *err, size_t errlen);
 
 /* Publish the vocabulary (with eos_id / think_end_id) to the connection
  * threads; until then generation requests are answered 503. */

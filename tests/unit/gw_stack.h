@@ -18,6 +18,7 @@
 #define DS4_GW_STACK_H
 
 #include <dirent.h>
+#include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -575,6 +576,11 @@ static inline int gws_stop_one(gws_proc *p)
     return 0;
 }
 
+static inline int gws_rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path) ? 0 : 0; /* best effort: keep going */
+}
+
 /* Stop every daemon (SIGTERM, bounded) and remove the run directory.
  * Returns how many daemons did not exit cleanly. */
 static inline int gws_stop(gw_stack *s, gws_proc *extra, int nextra)
@@ -590,17 +596,7 @@ static inline int gws_stop(gw_stack *s, gws_proc *extra, int nextra)
         fprintf(stderr, "kept %s\n", s->dir);
         return bad;
     }
-    DIR *d = opendir(s->dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)))
-            if (e->d_name[0] != '.') {
-                char p[400];
-                snprintf(p, sizeof p, "%s/%s", s->dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-    }
+    nftw(s->dir, gws_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     rmdir(s->dir);
     return 0;
 }

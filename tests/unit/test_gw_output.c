@@ -13,6 +13,7 @@
 #include "gatewayd/gw_api.h"
 #include "gatewayd/gw_gen.h"
 #include "gw_test_sse.h"
+#include "log.h"
 #include "test.h"
 #include "tokenizerd/tok_bpe.h"
 
@@ -436,8 +437,39 @@ static void test_misc(void)
     run_free(&R);
 }
 
+/* --test-script picking (agent tests): match strings, order, reuse. */
+static void test_script(void)
+{
+    gw_ctx cx = {0};
+    pthread_mutex_init(&cx.script_mu, NULL);
+    cx.test_script = json_loads("[{\"match\":\"title generator\",\"output\":\"T\"},\"A1\","
+                                "{\"match\":\"opencode\",\"output\":\"O1\"},{\"match\":\"opencode\",\"output\":\"O2\"}]",
+                                0, NULL);
+    char err[128];
+    CHECK(gw_script_check(cx.test_script, err, sizeof err) == 0);
+    json_t *title = json_loads("[{\"role\":\"system\",\"content\":\"You are a title generator\"}]", 0, NULL);
+    json_t *oc = json_loads("[{\"role\":\"system\",\"content\":\"You are opencode\"}]", 0, NULL);
+    json_t *other = json_loads("[{\"role\":\"user\",\"content\":\"hi\"}]", 0, NULL);
+    CHECK(!strcmp(gw_ctx_script_pick(&cx, title, NULL), "T"));
+    CHECK(!strcmp(gw_ctx_script_pick(&cx, oc, NULL), "O1"));
+    CHECK(!strcmp(gw_ctx_script_pick(&cx, oc, NULL), "O2"));
+    CHECK(!strcmp(gw_ctx_script_pick(&cx, title, NULL), "T")); /* used up: the last candidate again */
+    CHECK(!strcmp(gw_ctx_script_pick(&cx, oc, NULL), "O2"));
+    CHECK(!strcmp(gw_ctx_script_pick(&cx, other, NULL), "A1")); /* no match string: the bare texts */
+    CHECK(!strcmp(gw_ctx_script_pick(&cx, other, NULL), "A1"));
+    json_t *bad = json_loads("[{\"match\":\"x\"}]", 0, NULL);
+    CHECK(gw_script_check(bad, err, sizeof err) == -1);
+    json_decref(bad);
+    json_decref(title);
+    json_decref(oc);
+    json_decref(other);
+    json_decref(cx.test_script);
+    free(cx.script_used);
+}
+
 int main(void)
 {
+    ds4_log_set_level(DS4_LOG_WARN);
     const char *tj = getenv("DS4_TOKENIZER_JSON");
     char err[256];
     if (tok_vocab_from_json_file(tj && *tj ? tj : TOKJSON, &V, err, sizeof err)) {
@@ -453,6 +485,7 @@ int main(void)
     test_anthropic();
     test_responses();
     test_misc();
+    test_script();
     gw_replay_free(CX.replay);
     tok_encoder_free(E);
     tok_vocab_free(V);
