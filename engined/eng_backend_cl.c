@@ -11,7 +11,9 @@
  * other chunks changes only the f32 accumulation order of the GEMMs (row
  * blocks of the prefill kernels vs the decode mat-vec); measured on the
  * test models rel L2 <= 1e-6 in exact mode, and in QAT mode occasional
- * FP8/F16/FP4 rounding flips of those differences (see test_eng_fwd.c).
+ * FP8/F16/FP4 rounding flips of those differences (test_eng_fwd_state.c).
+ * decode_batch runs the sessions' tokens as one batch: the same bound vs
+ * separate evals.
  *
  * Snapshot blob (little-endian):
  *   0   8  magic "DS4CLSN1"
@@ -296,7 +298,8 @@ static int cl_eval(eng_session *s, const int32_t *ids, uint32_t n, uint32_t flag
     return 0;
 }
 
-/* One decode step per session, in turn (each step reads only its logits). */
+/* One decode step for every session at once (eng_fwd_decode_batch: the
+ * weights are read once for the batch). */
 static int cl_decode_batch(eng_session **s, const int32_t *ids, uint32_t n_seq,
                            float *logits, char *err, size_t errlen)
 {
@@ -314,9 +317,20 @@ static int cl_decode_batch(eng_session **s, const int32_t *ids, uint32_t n_seq,
     if (n_seq == 0)
         return 0;
     size_t V = s[0]->b->m->hp.n_vocab;
+    eng_fwd_seq **seqs = ds4_xmalloc(sizeof *seqs * n_seq);
     for (uint32_t i = 0; i < n_seq; i++)
-        if (cl_eval(s[i], &ids[i], 1, 0, logits ? logits + V * i : NULL, err, errlen))
-            return -1; /* a device failure: the sessions' state is lost anyway */
+        seqs[i] = s[i]->seq;
+    int rc = eng_fwd_decode_batch(seqs, ids, n_seq, logits, err, errlen);
+    free(seqs);
+    if (rc)
+        return code(ENG_E_DEVICE); /* the sessions' state is lost anyway */
+    for (uint32_t i = 0; i < n_seq; i++) {
+        reserve(s[i], s[i]->n + 1);
+        s[i]->ids[s[i]->n++] = ids[i];
+        s[i]->have_logits = logits != NULL;
+        if (logits)
+            memcpy(s[i]->logits, logits + V * i, sizeof(float) * V);
+    }
     return 0;
 }
 

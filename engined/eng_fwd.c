@@ -80,7 +80,7 @@ struct eng_fwd {
     uint64_t sw_bytes;
     uint64_t state_floats; /* per sequence */
     /* chunk scratch */
-    cl_mem ids, h, mix, post, comb, xn, qr, q, kvc, o, z, y, ckv, cg, iq, iw;
+    cl_mem ids, tpos, h, mix, post, comb, xn, qr, q, kvc, o, z, y, ckv, cg, iq, iw;
     cl_mem scores, sel, rl, msel, mw, sg, su, smid, cnt, entries, entry_of;
     cl_mem blocks, nblocks, mid, ye, hh, mixh, xo, lg;
     uint32_t score_cap;
@@ -565,7 +565,7 @@ static int setup_scratch(eng_fwd *f, char *err, size_t errlen)
         cl_mem *p;
         uint64_t bytes;
     } a[] = {
-        {&f->ids, C * 4}, {&f->h, C * hc * H * 4}, {&f->mix, C * mixn * 4},
+        {&f->ids, C * 4}, {&f->tpos, C * 4}, {&f->h, C * hc * H * 4}, {&f->mix, C * mixn * 4},
         {&f->post, C * hc * 4}, {&f->comb, C * hc * hc * 4}, {&f->xn, C * H * 4},
         {&f->qr, C * hp->q_lora_rank * 4}, {&f->q, C * nq * 4},
         {&f->kvc, C * hp->head_dim * 4}, {&f->o, C * nq * 4},
@@ -744,75 +744,97 @@ static int hc_post(eng_fwd *f, uint32_t S)
                   KM(f->post), KM(f->comb), KU(hp->n_embd), KU(hp->n_hc));
 }
 
-/* fwd_rows_finish over nrows rows of n floats at buf + off, stride. */
+/* fwd_rows_finish over nrows rows of n floats at buf + off, stride; RoPE
+ * at each token's position (tpos, row r of token r / pos_div) or, with
+ * use_tpos 0, at pos_base + (r / pos_div) * pos_mul. */
 static int rows_finish(eng_fwd *f, cl_mem buf, uint64_t off, uint32_t stride,
                        uint32_t n, uint32_t nrows, uint32_t norm,
                        uint64_t norm_off, uint64_t freq_off, uint32_t n_rot,
-                       uint32_t pos_base, uint32_t pos_div, uint32_t pos_mul,
-                       uint32_t qat)
+                       int use_tpos, uint32_t pos_base, uint32_t pos_div,
+                       uint32_t pos_mul, uint32_t qat)
 {
     return LAUNCH(f, "fwd_rows_finish", (size_t)FWD_WG * nrows, 1, FWD_WG,
                   KM(buf), KQ(off), KU(stride), KU(n), KU(nrows), KM(f->sw),
-                  KU(norm), KQ(norm_off), KQ(freq_off), KU(n_rot), KU(pos_base),
-                  KU(pos_div), KU(pos_mul), KU(qat), KF(f->hp.rms_eps));
+                  KU(norm), KQ(norm_off), KQ(freq_off), KU(n_rot), KM(f->tpos),
+                  KU(use_tpos), KU(pos_base), KU(pos_div), KU(pos_mul), KU(qat),
+                  KF(f->hp.rms_eps));
 }
 
-/* One compressor over the chunk: projections, pooling of the blocks that
- * complete in it (then norm, RoPE at the block start, QAT), state ring. */
-static int compress(eng_fwd *f, eng_fwd_seq *s, const fwd_comp *c,
-                    uint32_t ratio, uint64_t rows_off, uint64_t skv,
-                    uint64_t ssc, uint32_t qat, uint32_t pos0, uint32_t S)
+/* One segment of a batch: S tokens of one sequence at positions pos0..,
+ * rows t0.. of the chunk scratch. */
+typedef struct fwd_seg {
+    eng_fwd_seq *s;
+    uint32_t pos0, S, t0;
+} fwd_seg;
+
+/* One compressor: projections of every token of the batch, then per
+ * segment the pooling of the blocks that complete in it (norm, RoPE at the
+ * block start, QAT) and its state ring. */
+static int compress(eng_fwd *f, const fwd_seg *sg, uint32_t nseg, uint32_t T,
+                    const fwd_comp *c, uint32_t ratio, uint64_t rows_off,
+                    uint64_t skv, uint64_t ssc, uint32_t qat)
 {
     const dsv4_hparams *hp = &f->hp;
     uint32_t cd = c->lanes * c->dim, H = hp->n_embd;
-    if (fwd_mm(f, &c->kv, f->xn, H, f->ckv, cd, S) ||
-        fwd_mm(f, &c->gate, f->xn, H, f->cg, cd, S))
+    if (fwd_mm(f, &c->kv, f->xn, H, f->ckv, cd, T) ||
+        fwd_mm(f, &c->gate, f->xn, H, f->cg, cd, T))
         return -1;
-    uint32_t w0 = pos0 / ratio, nb = (pos0 + S) / ratio - w0;
-    if (nb) {
-        if (LAUNCH(f, "fwd_comp_pool", c->dim, nb, FWD_WG, KM(f->ckv), KM(f->cg),
-                   KM(s->state), KQ(skv), KQ(ssc), KM(f->sw), KQ(c->ape),
-                   KQ(rows_off), KU(c->dim), KU(ratio), KU(c->lanes), KU(pos0),
-                   KU(w0), KU(nb)) ||
-            rows_finish(f, s->state, rows_off + (uint64_t)w0 * c->dim, c->dim,
-                        c->dim, nb, 2, c->norm, f->freq_comp, hp->n_rot,
-                        w0 * ratio, 1, ratio, qat))
+    for (uint32_t i = 0; i < nseg; i++) {
+        const fwd_seg *g = &sg[i];
+        cl_mem st = g->s->state;
+        uint32_t w0 = g->pos0 / ratio, nb = (g->pos0 + g->S) / ratio - w0;
+        if (nb &&
+            (LAUNCH(f, "fwd_comp_pool", c->dim, nb, FWD_WG, KM(f->ckv), KM(f->cg),
+                    KM(st), KQ(skv), KQ(ssc), KM(f->sw), KQ(c->ape), KQ(rows_off),
+                    KU(c->dim), KU(ratio), KU(c->lanes), KU(g->pos0), KU(g->t0),
+                    KU(w0), KU(nb)) ||
+             rows_finish(f, st, rows_off + (uint64_t)w0 * c->dim, c->dim, c->dim,
+                         nb, 2, c->norm, f->freq_comp, hp->n_rot, 0, w0 * ratio, 1,
+                         ratio, qat)))
+            return -1;
+        uint32_t nsave = g->S < c->lanes * ratio ? g->S : c->lanes * ratio;
+        if (LAUNCH(f, "fwd_comp_save", cd, nsave, FWD_WG, KM(f->ckv), KM(f->cg),
+                   KM(f->sw), KQ(c->ape), KM(st), KQ(skv), KQ(ssc), KU(cd),
+                   KU(ratio), KU(c->lanes), KU(g->pos0), KU(g->S), KU(nsave),
+                   KU(g->t0)))
             return -1;
     }
-    uint32_t nsave = S < c->lanes * ratio ? S : c->lanes * ratio;
-    return LAUNCH(f, "fwd_comp_save", cd, nsave, FWD_WG, KM(f->ckv), KM(f->cg),
-                  KM(f->sw), KQ(c->ape), KM(s->state), KQ(skv), KQ(ssc), KU(cd),
-                  KU(ratio), KU(c->lanes), KU(pos0), KU(S), KU(nsave));
+    return 0;
 }
 
-/* The lightning indexer: q heads (RoPE, QAT), head weights, scores over
- * the compressed indexer rows, causal top-k into f->sel. */
-static int indexer(eng_fwd *f, eng_fwd_seq *s, const fwd_layer *L,
-                   uint32_t pos0, uint32_t S)
+/* The lightning indexer: q heads (RoPE, QAT) and head weights for the
+ * batch, then per segment the scores over its compressed indexer rows and
+ * the causal top-k into f->sel. */
+static int indexer(eng_fwd *f, const fwd_seg *sg, uint32_t nseg, uint32_t T,
+                   const fwd_layer *L)
 {
     const dsv4_hparams *hp = &f->hp;
     uint32_t iH = hp->n_idx_head, id = hp->idx_head_dim;
-    if (fwd_mm(f, &L->idx_q_b, f->qr, hp->q_lora_rank, f->iq, iH * id, S) ||
-        rows_finish(f, f->iq, 0, id, id, S * iH, 0, 0, f->freq_comp, hp->n_rot,
-                    pos0, iH, 1, f->exact ? 0 : 2) ||
-        fwd_mm(f, &L->idx_proj, f->xn, hp->n_embd, f->iw, iH, S))
+    if (fwd_mm(f, &L->idx_q_b, f->qr, hp->q_lora_rank, f->iq, iH * id, T) ||
+        rows_finish(f, f->iq, 0, id, id, T * iH, 0, 0, f->freq_comp, hp->n_rot, 1,
+                    0, iH, 1, f->exact ? 0 : 2) ||
+        fwd_mm(f, &L->idx_proj, f->xn, hp->n_embd, f->iw, iH, T))
         return -1;
-    uint32_t nc = (pos0 + S) / 4;
-    if (nc == 0)
-        return 0;
-    uint32_t per = f->score_cap / nc;
-    if (per == 0)
-        per = 1;
     float qs = (float)(1.0 / sqrt((double)id)), ws = (float)(1.0 / sqrt((double)iH));
-    for (uint32_t t0 = 0; t0 < S; t0 += per) {
-        uint32_t nt = S - t0 < per ? S - t0 : per;
-        if (LAUNCH(f, "fwd_idx_score", nc, nt, FWD_WG, KM(f->iq), KM(f->iw),
-                   KM(s->state), KQ(L->icomp_rows), KM(f->scores), KU(iH), KU(id),
-                   KU(pos0), KU(t0), KU(nt), KU(nc), KU(4), KF(qs), KF(ws)) ||
-            LAUNCH(f, "fwd_idx_topk", (size_t)FWD_WG * nt, 1, FWD_WG,
-                   KM(f->scores), KM(f->sel), KU(pos0), KU(t0), KU(nc),
-                   KU(hp->idx_top_k), KU(4)))
-            return -1;
+    for (uint32_t i = 0; i < nseg; i++) {
+        const fwd_seg *g = &sg[i];
+        uint32_t nc = (g->pos0 + g->S) / 4;
+        if (nc == 0)
+            continue;
+        uint32_t per = f->score_cap / nc;
+        if (per == 0)
+            per = 1;
+        for (uint32_t t0 = 0; t0 < g->S; t0 += per) {
+            uint32_t nt = g->S - t0 < per ? g->S - t0 : per;
+            if (LAUNCH(f, "fwd_idx_score", nc, nt, FWD_WG, KM(f->iq), KM(f->iw),
+                       KM(g->s->state), KQ(L->icomp_rows), KM(f->scores), KU(iH),
+                       KU(id), KU(g->pos0), KU(g->t0), KU(t0), KU(nt), KU(nc),
+                       KU(4), KF(qs), KF(ws)) ||
+                LAUNCH(f, "fwd_idx_topk", (size_t)FWD_WG * nt, 1, FWD_WG,
+                       KM(f->scores), KM(f->sel), KU(g->pos0), KU(g->t0), KU(t0),
+                       KU(nc), KU(hp->idx_top_k), KU(4)))
+                return -1;
+        }
     }
     return 0;
 }
@@ -849,46 +871,53 @@ static int attn_output(eng_fwd *f, const fwd_layer *L, uint32_t S)
     return fwd_mm(f, &L->out_b, f->z, g * r, f->y, hp->n_embd, S);
 }
 
-/* Attention sublayer of layer l on the chunk (h updated). */
-static int layer_attn(eng_fwd *f, eng_fwd_seq *s, uint32_t l, uint32_t pos0,
-                      uint32_t S)
+/* Attention sublayer of layer l on the batch (h updated): projections,
+ * norms, RoPE and the compressors' GEMMs over all T tokens; what reads or
+ * writes a sequence's state per segment. */
+static int layer_attn(eng_fwd *f, const fwd_seg *sg, uint32_t nseg, uint32_t T,
+                      uint32_t l)
 {
     const dsv4_hparams *hp = &f->hp;
     const fwd_layer *L = &f->L[l];
     uint32_t H = hp->n_embd, hd = hp->head_dim, ql = hp->q_lora_rank;
     uint32_t nH = hp->n_head, qat = f->exact ? 0 : 1;
     uint64_t freq = L->ratio ? f->freq_comp : f->freq_main;
-    if (hc_pre(f, &L->hc_attn_fn, L->hca_scale, L->hca_base, L->attn_norm, S) ||
-        fwd_mm(f, &L->q_a, f->xn, H, f->qr, ql, S) ||
-        rows_finish(f, f->qr, 0, ql, ql, S, 2, L->q_a_norm, 0, 0, 0, 1, 0, 0) ||
-        fwd_mm(f, &L->kv, f->xn, H, f->kvc, hd, S) ||
-        rows_finish(f, f->kvc, 0, hd, hd, S, 2, L->kv_norm, freq, hp->n_rot, pos0,
+    if (hc_pre(f, &L->hc_attn_fn, L->hca_scale, L->hca_base, L->attn_norm, T) ||
+        fwd_mm(f, &L->q_a, f->xn, H, f->qr, ql, T) ||
+        rows_finish(f, f->qr, 0, ql, ql, T, 2, L->q_a_norm, 0, 0, 0, 0, 1, 0, 0) ||
+        fwd_mm(f, &L->kv, f->xn, H, f->kvc, hd, T) ||
+        rows_finish(f, f->kvc, 0, hd, hd, T, 2, L->kv_norm, freq, hp->n_rot, 1, 0,
                     1, 1, qat) ||
-        fwd_mm(f, &L->q_b, f->qr, ql, f->q, nH * hd, S) ||
-        rows_finish(f, f->q, 0, hd, hd, S * nH, 1, 0, freq, hp->n_rot, pos0, nH,
+        fwd_mm(f, &L->q_b, f->qr, ql, f->q, nH * hd, T) ||
+        rows_finish(f, f->q, 0, hd, hd, T * nH, 1, 0, freq, hp->n_rot, 1, 0, nH,
                     1, 0))
         return -1;
     if (L->ratio &&
-        compress(f, s, &L->comp, L->ratio, L->comp_rows, L->ckv, L->csc, qat,
-                 pos0, S))
+        compress(f, sg, nseg, T, &L->comp, L->ratio, L->comp_rows, L->ckv, L->csc,
+                 qat))
         return -1;
     if (L->ratio == 4 &&
-        (compress(f, s, &L->icomp, 4, L->icomp_rows, L->ikv, L->isc,
-                  f->exact ? 0 : 2, pos0, S) ||
-         indexer(f, s, L, pos0, S)))
+        (compress(f, sg, nseg, T, &L->icomp, 4, L->icomp_rows, L->ikv, L->isc,
+                  f->exact ? 0 : 2) ||
+         indexer(f, sg, nseg, T, L)))
         return -1;
-    uint32_t nsave = S < hp->n_swa ? S : hp->n_swa;
     float scale = (float)(1.0 / sqrt((double)hd));
-    if (LAUNCH(f, "fwd_attend", (size_t)FWD_WG * nH, S, FWD_WG, KM(f->q),
-               KM(f->kvc), KM(s->state), KQ(L->ring), KQ(L->comp_rows),
-               KM(f->sel), KU(L->ratio == 4), KU(hp->idx_top_k), KM(f->sw),
-               KQ(L->sinks), KQ(freq), KM(f->o), KU(nH), KU(hd), KU(hp->n_swa),
-               KU(L->ratio), KU(pos0), KU(hp->n_rot), KF(scale)) ||
-        LAUNCH(f, "fwd_ring_save", hd, nsave, FWD_WG, KM(f->kvc), KM(s->state),
-               KQ(L->ring), KU(hd), KU(hp->n_swa), KU(pos0), KU(S), KU(nsave)) ||
-        attn_output(f, L, S))
+    for (uint32_t i = 0; i < nseg; i++) {
+        const fwd_seg *g = &sg[i];
+        uint32_t nsave = g->S < hp->n_swa ? g->S : hp->n_swa;
+        if (LAUNCH(f, "fwd_attend", (size_t)FWD_WG * nH, g->S, FWD_WG, KM(f->q),
+                   KM(f->kvc), KM(g->s->state), KQ(L->ring), KQ(L->comp_rows),
+                   KM(f->sel), KU(L->ratio == 4), KU(hp->idx_top_k), KM(f->sw),
+                   KQ(L->sinks), KQ(freq), KM(f->o), KU(nH), KU(hd), KU(hp->n_swa),
+                   KU(L->ratio), KU(g->pos0), KU(g->t0), KU(hp->n_rot), KF(scale)) ||
+            LAUNCH(f, "fwd_ring_save", hd, nsave, FWD_WG, KM(f->kvc),
+                   KM(g->s->state), KQ(L->ring), KU(hd), KU(hp->n_swa),
+                   KU(g->pos0), KU(g->S), KU(nsave), KU(g->t0)))
+            return -1;
+    }
+    if (attn_output(f, L, T))
         return -1;
-    return hc_post(f, S);
+    return hc_post(f, T);
 }
 
 /* Routed experts of a layer for the chunk's choices (f->msel): plan, then
@@ -966,44 +995,49 @@ static int head(eng_fwd *f, cl_mem hs, uint32_t n, float *out)
     return eng_cl_read(f->cl, f->lg, 0, out, (uint64_t)n * hp->n_vocab * 4);
 }
 
-/* Evaluate one chunk of S <= C tokens at the end of s; logits of the rows
- * wanted (want NULL: all) go to out, consecutively. */
-static int chunk(eng_fwd_seq *s, const int32_t *ids, uint32_t S,
-                 const uint8_t *want, float *out)
+/* Evaluate a batch of segments (T <= C tokens in all: ids in row order,
+ * pos[t] each token's position); logits of the rows wanted (want NULL:
+ * all) go to out, consecutively. The sequences' lengths and hlast are
+ * updated. */
+static int batch(eng_fwd *f, fwd_seg *sg, uint32_t nseg, const int32_t *ids,
+                 const int32_t *pos, uint32_t T, const uint8_t *want, float *out)
 {
-    eng_fwd *f = s->f;
     const dsv4_hparams *hp = &f->hp;
-    uint32_t pos0 = s->n, hc = hp->n_hc, H = hp->n_embd;
-    if (eng_cl_write(f->cl, f->ids, 0, ids, (uint64_t)S * 4) ||
-        LAUNCH(f, "fwd_embed", H, S, FWD_WG, KM(f->embd_buf), KQ(f->embd_off),
+    uint32_t hc = hp->n_hc, H = hp->n_embd;
+    if (eng_cl_write(f->cl, f->ids, 0, ids, (uint64_t)T * 4) ||
+        eng_cl_write(f->cl, f->tpos, 0, pos, (uint64_t)T * 4) ||
+        LAUNCH(f, "fwd_embed", H, T, FWD_WG, KM(f->embd_buf), KQ(f->embd_off),
                KU(f->embd_type), KM(f->ids), KM(f->h), KU(H), KU(hc)))
         return -1;
     for (uint32_t l = 0; l < hp->n_layer; l++)
-        if (layer_attn(f, s, l, pos0, S) || layer_ffn(f, l, S))
+        if (layer_attn(f, sg, nseg, T, l) || layer_ffn(f, l, T))
             return -1;
     uint64_t rowb = (uint64_t)hc * H * 4;
-    cl_int e = clEnqueueCopyBuffer(f->cl->queue, f->h, s->hlast, rowb * (S - 1), 0,
-                                   rowb, 0, NULL, NULL);
-    if (e != CL_SUCCESS) {
-        snprintf(f->cl->err, sizeof f->cl->err, "copy of the last streams: %s",
-                 eng_cl_strerror(e));
-        return -1;
+    for (uint32_t i = 0; i < nseg; i++) {
+        cl_int e = clEnqueueCopyBuffer(f->cl->queue, f->h, sg[i].s->hlast,
+                                       rowb * (sg[i].t0 + sg[i].S - 1), 0, rowb, 0,
+                                       NULL, NULL);
+        if (e != CL_SUCCESS) {
+            snprintf(f->cl->err, sizeof f->cl->err, "copy of the last streams: %s",
+                     eng_cl_strerror(e));
+            return -1;
+        }
     }
     /* the head over the wanted rows, FWD_HEAD_ROWS at a time: contiguous
-     * runs of rows copied into hh, one head per batch */
+     * runs of rows copied into hh, one head per batch of rows */
     uint32_t r = 0;
-    while (out && r < S) {
+    while (out && r < T) {
         uint32_t n = 0;
-        while (r < S && n < FWD_HEAD_ROWS) {
+        while (r < T && n < FWD_HEAD_ROWS) {
             if (want && !want[r]) {
                 r++;
                 continue;
             }
             uint32_t r1 = r;
-            while (r1 < S && (!want || want[r1]) && n + (r1 - r) < FWD_HEAD_ROWS)
+            while (r1 < T && (!want || want[r1]) && n + (r1 - r) < FWD_HEAD_ROWS)
                 r1++;
-            e = clEnqueueCopyBuffer(f->cl->queue, f->h, f->hh, rowb * r, rowb * n,
-                                    rowb * (r1 - r), 0, NULL, NULL);
+            cl_int e = clEnqueueCopyBuffer(f->cl->queue, f->h, f->hh, rowb * r,
+                                           rowb * n, rowb * (r1 - r), 0, NULL, NULL);
             if (e != CL_SUCCESS) {
                 snprintf(f->cl->err, sizeof f->cl->err, "copy of streams: %s",
                          eng_cl_strerror(e));
@@ -1016,9 +1050,24 @@ static int chunk(eng_fwd_seq *s, const int32_t *ids, uint32_t S,
             return -1;
         out += (size_t)n * hp->n_vocab;
     }
-    s->n += S;
-    s->has_hlast = 1;
+    for (uint32_t i = 0; i < nseg; i++) {
+        sg[i].s->n += sg[i].S;
+        sg[i].s->has_hlast = 1;
+    }
     return 0;
+}
+
+/* One chunk of S <= C tokens at the end of s. */
+static int chunk(eng_fwd_seq *s, const int32_t *ids, uint32_t S,
+                 const uint8_t *want, float *out)
+{
+    fwd_seg g = {s, s->n, S, 0};
+    int32_t *pos = ds4_xmalloc(sizeof(int32_t) * S);
+    for (uint32_t t = 0; t < S; t++)
+        pos[t] = (int32_t)(s->n + t);
+    int rc = batch(s->f, &g, 1, ids, pos, S, want, out);
+    free(pos);
+    return rc;
 }
 
 /* ---- sequences ----------------------------------------------------------- */
@@ -1101,6 +1150,48 @@ int eng_fwd_eval_rows(eng_fwd_seq *s, const int32_t *ids, uint32_t n,
         }
     }
     return 0;
+}
+
+int eng_fwd_decode_batch(eng_fwd_seq **ss, const int32_t *ids, uint32_t n,
+                         float *logits, char *err, size_t errlen)
+{
+    if (n == 0)
+        return 0;
+    eng_fwd *f = ss[0]->f;
+    for (uint32_t i = 0; i < n; i++) {
+        if (ss[i]->f != f)
+            return fail(err, errlen, "sequences of different models");
+        if (ss[i]->broken)
+            return fail(err, errlen, "sequence %u unusable after a device failure", i);
+        if (ids[i] < 0 || (uint32_t)ids[i] >= f->hp.n_vocab)
+            return fail(err, errlen, "token id %d of sequence %u out of range [0,%u)",
+                        ids[i], i, f->hp.n_vocab);
+        if ((uint64_t)ss[i]->n + 1 > f->max_ctx)
+            return fail(err, errlen, "sequence %u is at the context of %u", i,
+                        f->max_ctx);
+        for (uint32_t j = 0; j < i; j++)
+            if (ss[j] == ss[i])
+                return fail(err, errlen, "sequence %u appears twice", i);
+    }
+    fwd_seg *sg = ds4_xmalloc(sizeof *sg * (f->C < n ? f->C : n));
+    int32_t *pos = ds4_xmalloc(sizeof(int32_t) * (f->C < n ? f->C : n));
+    int rc = 0;
+    for (uint32_t i0 = 0; i0 < n && !rc; i0 += f->C) {
+        uint32_t m = n - i0 < f->C ? n - i0 : f->C;
+        for (uint32_t i = 0; i < m; i++) {
+            sg[i] = (fwd_seg){ss[i0 + i], ss[i0 + i]->n, 1, i};
+            pos[i] = (int32_t)ss[i0 + i]->n;
+        }
+        if (batch(f, sg, m, ids + i0, pos, m, NULL,
+                  logits ? logits + (size_t)i0 * f->hp.n_vocab : NULL)) {
+            for (uint32_t i = 0; i < n; i++)
+                ss[i]->broken = 1;
+            rc = cl_fail(f, err, errlen, "batched decode");
+        }
+    }
+    free(sg);
+    free(pos);
+    return rc;
 }
 
 int eng_fwd_logits(eng_fwd_seq *s, float *logits, char *err, size_t errlen)

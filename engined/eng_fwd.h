@@ -89,6 +89,15 @@ int eng_fwd_eval_rows(eng_fwd_seq *s, const int32_t *ids, uint32_t n,
                       uint32_t chunk, const uint8_t *want, float *out,
                       char *err, size_t errlen);
 
+/* One decode step for n distinct sequences of this eng_fwd at once:
+ * sequence i appends ids[i]; logits (may be NULL) gets n rows, row i the
+ * next-token logits of sequence i. The weights are read once for the whole
+ * batch (up to the chunk size at a time); only attention, the compressors
+ * and the indexer run per sequence. Arguments are checked before anything
+ * changes; a device failure leaves every sequence of the call unusable. */
+int eng_fwd_decode_batch(eng_fwd_seq **s, const int32_t *ids, uint32_t n,
+                         float *logits, char *err, size_t errlen);
+
 /* Next-token logits after the whole sequence (n_vocab floats), from the
  * last token's streams. -1 when the sequence is empty or broken. */
 int eng_fwd_logits(eng_fwd_seq *s, float *logits, char *err, size_t errlen);

@@ -386,13 +386,15 @@ void fwd_hadamard_fp4_local(__local float *x)
 
 /* Finish rows of n floats at buf + off + r * stride (one work-group per
  * row r < nrows): norm (0 none, 1 unweighted RMS, 2 RMS * sw[norm_off..]),
- * RoPE of the last n_rot dims at pos = pos_base + (r / pos_div) * pos_mul
- * (skipped when n_rot is 0), then QAT (0 none, 1 FP8 on the first
- * n - n_rot dims + F16 on all, 2 Hadamard + FP4). */
+ * RoPE of the last n_rot dims (skipped when n_rot is 0) at position
+ * tpos[r / pos_div] (a token's position, use_tpos) or pos_base +
+ * (r / pos_div) * pos_mul, then QAT (0 none, 1 FP8 on the first n - n_rot
+ * dims + F16 on all, 2 Hadamard + FP4). */
 __kernel void fwd_rows_finish(__global float *buf, ulong off, uint stride,
                               uint n, uint nrows, __global const float *sw,
                               uint norm, ulong norm_off, ulong freq_off,
-                              uint n_rot, uint pos_base, uint pos_div,
+                              uint n_rot, __global const int *tpos,
+                              uint use_tpos, uint pos_base, uint pos_div,
                               uint pos_mul, uint qat, float eps)
 {
     __local float x[FWD_MAXD];
@@ -416,7 +418,8 @@ __kernel void fwd_rows_finish(__global float *buf, ulong off, uint stride,
     barrier(CLK_LOCAL_MEM_FENCE);
     if (n_rot)
         fwd_rope_local(x, n, n_rot, sw + freq_off,
-                       pos_base + (r / pos_div) * pos_mul, 0);
+                       use_tpos ? (uint)tpos[r / pos_div]
+                                : pos_base + (r / pos_div) * pos_mul, 0);
     if (qat == 1) {
         fwd_fp8_local(x, n - n_rot);
         for (uint i = l; i < n; i += FWD_WG)
@@ -431,17 +434,19 @@ __kernel void fwd_rows_finish(__global float *buf, ulong off, uint stride,
 
 /* ---- rings of the session state ------------------------------------------ */
 
-/* Keep the chunk's last rows (positions pos0 + S - nsave ..) in the
- * sliding-window ring: ring[p % n_swa] = kv[p - pos0]. Global (hd, nsave). */
+/* Keep a segment's last rows (positions pos0 + S - nsave ..; position p
+ * at chunk row p - pos0 + tbase) in the sliding-window ring:
+ * ring[p % n_swa] = kv row. Global (hd, nsave). */
 __kernel void fwd_ring_save(__global const float *kv, __global float *state,
                             ulong ring_off, uint hd, uint n_swa, uint pos0,
-                            uint S, uint nsave)
+                            uint S, uint nsave, uint tbase)
 {
     uint c = get_global_id(0), i = get_global_id(1);
     if (c >= hd || i >= nsave)
         return;
     uint p = pos0 + S - nsave + i;
-    state[ring_off + (ulong)(p % n_swa) * hd + c] = kv[(ulong)(p - pos0) * hd + c];
+    state[ring_off + (ulong)(p % n_swa) * hd + c] =
+        kv[(ulong)(p - pos0 + tbase) * hd + c];
 }
 
 /* Compressor input of token p (absolute), lane, channel c: kv and score
@@ -449,11 +454,12 @@ __kernel void fwd_ring_save(__global const float *kv, __global float *state,
 void fwd_comp_in(uint p, uint lane, uint c, __global const float *ckv,
                  __global const float *cg, __global const float *state,
                  ulong skv, ulong ssc, __global const float *ape, uint d,
-                 uint ratio, uint lanes, uint pos0, float *kv, float *sc)
+                 uint ratio, uint lanes, uint pos0, uint tbase, float *kv,
+                 float *sc)
 {
     uint cd = lanes * d;
     if (p >= pos0) {
-        ulong at = (ulong)(p - pos0) * cd + lane * d + c;
+        ulong at = (ulong)(p - pos0 + tbase) * cd + lane * d + c;
         *kv = ckv[at];
         *sc = cg[at] + ape[(ulong)(p % ratio) * cd + lane * d + c];
     } else {
@@ -472,7 +478,7 @@ __kernel void fwd_comp_pool(__global const float *ckv, __global const float *cg,
                             __global float *state, ulong skv, ulong ssc,
                             __global const float *sw, ulong ape_off,
                             ulong out_off, uint d, uint ratio, uint lanes,
-                            uint pos0, uint w0, uint nb)
+                            uint pos0, uint tbase, uint w0, uint nb)
 {
     uint c = get_global_id(0), b = get_global_id(1);
     if (c >= d || b >= nb)
@@ -487,7 +493,7 @@ __kernel void fwd_comp_pool(__global const float *ckv, __global const float *cg,
         for (uint i = 0; i < ratio; i++) {
             float kv, sc;
             fwd_comp_in(t0 + i, ln, c, ckv, cg, state, skv, ssc, ape, d, ratio,
-                        lanes, pos0, &kv, &sc);
+                        lanes, pos0, tbase, &kv, &sc);
             mx = fmax(mx, sc);
         }
     }
@@ -499,7 +505,7 @@ __kernel void fwd_comp_pool(__global const float *ckv, __global const float *cg,
         for (uint i = 0; i < ratio; i++) {
             float kv, sc;
             fwd_comp_in(t0 + i, ln, c, ckv, cg, state, skv, ssc, ape, d, ratio,
-                        lanes, pos0, &kv, &sc);
+                        lanes, pos0, tbase, &kv, &sc);
             float e = exp(sc - mx);
             se += e;
             acc += e * kv;
@@ -508,19 +514,19 @@ __kernel void fwd_comp_pool(__global const float *ckv, __global const float *cg,
     state[out_off + (ulong)w * d + c] = acc / se;
 }
 
-/* Keep the chunk's last nsave tokens' compressor inputs (kv, gate + ape)
+/* Keep a segment's last nsave tokens' compressor inputs (kv, gate + ape)
  * in the state ring of lanes * ratio slots. Global (lanes * d, nsave). */
 __kernel void fwd_comp_save(__global const float *ckv, __global const float *cg,
                             __global const float *sw, ulong ape_off,
                             __global float *state, ulong skv, ulong ssc,
                             uint cd, uint ratio, uint lanes, uint pos0, uint S,
-                            uint nsave)
+                            uint nsave, uint tbase)
 {
     uint c = get_global_id(0), i = get_global_id(1);
     if (c >= cd || i >= nsave)
         return;
     uint p = pos0 + S - nsave + i;
-    ulong src = (ulong)(p - pos0) * cd + c;
+    ulong src = (ulong)(p - pos0 + tbase) * cd + c;
     ulong dst = (ulong)(p % (lanes * ratio)) * cd + c;
     state[skv + dst] = ckv[src];
     state[ssc + dst] = cg[src] + sw[ape_off + (ulong)(p % ratio) * cd + c];
@@ -528,20 +534,21 @@ __kernel void fwd_comp_save(__global const float *ckv, __global const float *cg,
 
 /* ---- lightning indexer --------------------------------------------------- */
 
-/* score[t][j] = sum_h relu(q_h . K_j) * qscale * (w[t][h] * wscale) for the
- * causally valid rows j < (pos0 + t0 + t + 1) / ratio, -inf beyond.
- * Tokens t0 .. t0 + nt of the chunk; global (nc, nt), row stride nc. */
+/* score[tt][j] = sum_h relu(q_h . K_j) * qscale * (w[t][h] * wscale) for
+ * the causally valid rows j < (p + 1) / ratio, -inf beyond: tokens t0 ..
+ * t0 + nt of a segment (positions pos0 + t0 .., chunk rows tbase + t0 ..);
+ * global (nc, nt), row stride nc. */
 __kernel void fwd_idx_score(__global const float *iq, __global const float *iw,
                             __global const float *state, ulong k_off,
                             __global float *scores, uint iH, uint id,
-                            uint pos0, uint t0, uint nt, uint nc, uint ratio,
-                            float qscale, float wscale)
+                            uint pos0, uint tbase, uint t0, uint nt, uint nc,
+                            uint ratio, float qscale, float wscale)
 {
     uint j = get_global_id(0), tt = get_global_id(1);
     if (j >= nc || tt >= nt)
         return;
-    uint t = t0 + tt;
-    uint nv = (pos0 + t + 1) / ratio;
+    uint nv = (pos0 + t0 + tt + 1) / ratio;
+    uint t = tbase + t0 + tt;
     float s = -INFINITY;
     if (j < nv) {
         s = 0.0f;
@@ -584,20 +591,22 @@ uint fwd_scan(uint v, __local uint *sc, uint *total)
     return r;
 }
 
-/* Causal top-k of token t0 + group: the k best valid rows (all of them
+/* Causal top-k of a segment's token t0 + group (chunk row tbase + t0 +
+ * group, position pos0 + t0 + group): the k best valid rows (all of them
  * when there are k or fewer) by score, ties to the lower index, written to
  * sel[t][0..k) in increasing index order, -1 after. A radix select finds
  * the k-th largest key (4 passes of 8 bits, histograms in local memory),
  * then one ordered pass keeps the keys above it and the first of the keys
  * equal to it. O(nv) per token. One work-group per token. */
 __kernel void fwd_idx_topk(__global const float *scores, __global int *sel,
-                           uint pos0, uint t0, uint nc, uint k, uint ratio)
+                           uint pos0, uint tbase, uint t0, uint nc, uint k,
+                           uint ratio)
 {
     __local uint hist[256];
     __local uint sc[FWD_WG];
     __local uint pick[2];
-    uint l = get_local_id(0), tt = get_group_id(0), t = t0 + tt;
-    uint nv = min((pos0 + t + 1) / ratio, nc);
+    uint l = get_local_id(0), tt = get_group_id(0), t = tbase + t0 + tt;
+    uint nv = min((pos0 + t0 + tt + 1) / ratio, nc);
     uint nsel = min(k, nv);
     __global const float *s = scores + (ulong)tt * nc;
     __global int *out = sel + (ulong)t * k;
@@ -657,7 +666,7 @@ __kernel void fwd_idx_topk(__global const float *scores, __global int *sel,
  * p, from the chunk or the ring), then compressed rows (the selection, or
  * all valid ones). */
 __global const float *fwd_att_row(uint i, uint nw, uint s0, uint pos0,
-                                  __global const float *kvc,
+                                  uint tbase, __global const float *kvc,
                                   __global const float *state, ulong ring_off,
                                   ulong comp_off, __global const int *selt,
                                   uint use_sel, uint hd, uint n_swa)
@@ -665,7 +674,7 @@ __global const float *fwd_att_row(uint i, uint nw, uint s0, uint pos0,
     if (i < nw) {
         uint s = s0 + i;
         if (s >= pos0)
-            return kvc + (ulong)(s - pos0) * hd;
+            return kvc + (ulong)(s - pos0 + tbase) * hd;
         return state + ring_off + (ulong)(s % n_swa) * hd;
     }
     uint c = i - nw;
@@ -673,7 +682,8 @@ __global const float *fwd_att_row(uint i, uint nw, uint s0, uint pos0,
     return state + comp_off + (ulong)j * hd;
 }
 
-/* One head h = group 0, token t = group 1: softmax over the attendable rows
+/* One head h = group 0, a segment's token group 1 (position pos0 + it,
+ * chunk row tbase + it): softmax over the attendable rows
  * with the sink logit in the denominator, o = sum p * row (K = V), then
  * inverse RoPE of o's tail at the query position. Online softmax over
  * tiles of FWD_WG rows; work-item l owns dims l, l + WG, ... */
@@ -682,14 +692,14 @@ __kernel void fwd_attend(__global const float *q, __global const float *kvc,
                          ulong comp_off, __global const int *sel, uint use_sel,
                          uint k_sel, __global const float *sw, ulong sink_off,
                          ulong freq_off, __global float *o, uint nH, uint hd,
-                         uint n_swa, uint ratio, uint pos0, uint n_rot,
-                         float scale)
+                         uint n_swa, uint ratio, uint pos0, uint tbase,
+                         uint n_rot, float scale)
 {
     __local float qv[FWD_MAXD];
     __local float ps[FWD_WG];
     __local float red[FWD_WG];
-    uint l = get_local_id(0), h = get_group_id(0), t = get_group_id(1);
-    uint p = pos0 + t;
+    uint l = get_local_id(0), h = get_group_id(0);
+    uint p = pos0 + get_group_id(1), t = tbase + get_group_id(1);
     __global const float *qh = q + ((ulong)t * nH + h) * hd;
     for (uint c = l; c < hd; c += FWD_WG)
         qv[c] = qh[c];
@@ -710,9 +720,9 @@ __kernel void fwd_attend(__global const float *q, __global const float *kvc,
         uint i = base + l;
         float sc = -INFINITY;
         if (i < R) {
-            __global const float *row = fwd_att_row(i, nw, s0, pos0, kvc, state,
-                                                    ring_off, comp_off, selt,
-                                                    use_sel, hd, n_swa);
+            __global const float *row = fwd_att_row(i, nw, s0, pos0, tbase, kvc,
+                                                    state, ring_off, comp_off,
+                                                    selt, use_sel, hd, n_swa);
             float dd = 0.0f;
             for (uint c = 0; c < hd; c++)
                 dd += qv[c] * row[c];
@@ -730,9 +740,10 @@ __kernel void fwd_attend(__global const float *q, __global const float *kvc,
         for (uint r = 0; r < nr; r++) {
             float pr = ps[r];
             lsum += pr;
-            __global const float *row = fwd_att_row(base + r, nw, s0, pos0, kvc,
-                                                    state, ring_off, comp_off,
-                                                    selt, use_sel, hd, n_swa);
+            __global const float *row = fwd_att_row(base + r, nw, s0, pos0, tbase,
+                                                    kvc, state, ring_off,
+                                                    comp_off, selt, use_sel, hd,
+                                                    n_swa);
             for (uint a = 0, c = l; c < hd; a++, c += FWD_WG)
                 acc[a] += pr * row[c];
         }

@@ -218,11 +218,14 @@ static int run_finish(dev *d, float *rows, uint32_t n, uint32_t nrows, uint32_t 
         cl_ulong z = 0;
         cl_uint stride = n, nn = n, nr = nrows, zero = 0, one = 1, q = qat;
         cl_float eps = 1e-6f;
+        /* buf, off, stride, n, nrows, sw, norm, norm_off, freq_off, n_rot,
+         * tpos, use_tpos, pos_base, pos_div, pos_mul, qat, eps */
         const void *v[] = {&buf, &z, &stride, &nn, &nr, &sw, &zero, &z, &z, &zero,
-                           &zero, &one, &one, &q, &eps};
-        size_t sz[] = {sizeof buf, 8, 4, 4, 4, sizeof sw, 4, 8, 8, 4, 4, 4, 4, 4, 4};
+                           &sw, &zero, &zero, &one, &one, &q, &eps};
+        size_t sz[] = {sizeof buf, 8, 4, 4, 4, sizeof sw, 4, 8, 8, 4, sizeof sw, 4, 4,
+                       4, 4, 4, 4};
         rc = 0;
-        for (cl_uint i = 0; i < 15 && rc == 0; i++)
+        for (cl_uint i = 0; i < 17 && rc == 0; i++)
             rc = clSetKernelArg(k, i, sz[i], v[i]) == CL_SUCCESS ? 0 : -1;
         size_t g = 64 * (size_t)nrows, l = 64;
         if (rc == 0)
@@ -339,13 +342,13 @@ static void test_topk(dev *d)
             sel[i] = 12345;
         CHECK(eng_cl_write(cl, bo, 0, sel, sizeof(int32_t) * NT * K) == 0);
         for (int t = 0; t < NT; t++) {
-            /* nv = (pos0 + t + 1) / 4 with t0 = t and one work-group */
-            cl_uint pos0 = nvs[t] ? nvs[t] * 4 - (cl_uint)t : 0, t0 = (cl_uint)t;
+            /* one work-group, segment row tbase = t: nv = (pos0 + 1) / 4 */
+            cl_uint pos0 = nvs[t] ? nvs[t] * 4 - 1 : 0, tbase = (cl_uint)t, t0 = 0;
             cl_uint nc = NC, k = K, ratio = 4;
             CHECK(eng_cl_write(cl, bs, 0, sc + (size_t)t * NC, sizeof(float) * NC) == 0);
-            const void *v[] = {&bs, &bo, &pos0, &t0, &nc, &k, &ratio};
-            size_t sz[] = {sizeof bs, sizeof bo, 4, 4, 4, 4, 4};
-            for (cl_uint i = 0; i < 7; i++)
+            const void *v[] = {&bs, &bo, &pos0, &tbase, &t0, &nc, &k, &ratio};
+            size_t sz[] = {sizeof bs, sizeof bo, 4, 4, 4, 4, 4, 4};
+            for (cl_uint i = 0; i < 8; i++)
                 CHECK(clSetKernelArg(kk, i, sz[i], v[i]) == CL_SUCCESS);
             size_t g = 64, l = 64;
             CHECK(clEnqueueNDRangeKernel(cl->queue, kk, 1, NULL, &g, &l, 0, NULL, NULL) ==
