@@ -4,7 +4,8 @@
  * error to the client, the others keep serving, new requests succeed).
  *
  * For each stage, a client's stream is in flight (its first delta has
- * arrived) when the stage is restarted with ds4-up.sh; then:
+ * arrived) when the stage is restarted with ds4-up.sh; then only that
+ * stage has a new pid, every stage answers, and:
  *   - kvd, tokenizerd: the stream completes normally (finish_reason and
  *     [DONE]): generation does not depend on them once it runs;
  *   - engined (started with a 300 ms drain, the job still running): the
@@ -177,11 +178,19 @@ static void restart_while_streaming(int i)
     CHECK(stream_open(&s, !strcmp(d, "engined") ? 64 : 6, "Tell me a story") == 0);
     int flowing = stream_wait_delta(&s, 60000) == 0;
     CHECKF(flowing, "no delta before restarting %s", d);
+    long before[ND], now[ND];
+    for (int k = 0; k < ND; k++)
+        before[k] = owner_pid(DN[k]);
     tp_proc p;
     const char *a[] = {"restart", d, NULL};
     int rc = up(&p, a, 120000);
     CHECKF(rc == 0, "restart %s: %d\n%s%s", d, rc, p.obuf, p.ebuf);
     tp_free(&p);
+    /* only that stage has a new process; every stage serves */
+    all_serve(now, "after restart");
+    for (int k = 0; k < ND; k++)
+        CHECKF(k == i ? now[k] > 0 && now[k] != before[k] : now[k] == before[k],
+               "restart %s: %s pid %ld -> %ld", d, DN[k], before[k], now[k]);
     check_new_request(d);
     int o = stream_outcome(&s, 60000);
     printf("  restart %-11s in-flight stream: %s\n", d, SNAME[o]);
