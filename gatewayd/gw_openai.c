@@ -432,6 +432,7 @@ int gw_map_chat(const json_t *body, const gw_map_opts *o, gw_req *r, gw_err *e)
     if (gw_get_bool(body, "", "parallel_tool_calls", GW_OPT, &r->parallel_tool_calls, e) < 0)
         return -1;
     if (map_chat_tools(body, r, e) || gw_map_tool_choice_openai(body, r, e) ||
+        gw_map_response_format(gw_get_any(body, "response_format"), "response_format", r, e) ||
         map_session(body, r, e) || gw_map_test_output(body, o, r, e))
         return -1;
     gw_conv c;

@@ -26,6 +26,7 @@ void gw_req_free(gw_req *r)
     free(r->model);
     json_decref(r->messages);
     json_decref(r->tools);
+    json_decref(r->response_format);
     free(r->tool_name);
     free(r->prompt);
     free(r->prompt_ids);
@@ -165,10 +166,12 @@ void gw_conv_assistant(gw_conv *c, gw_asst *a)
 void gw_conv_finish(gw_conv *c)
 {
     json_t *all = json_array();
-    if (c->system.len) {
+    if (c->system.len || c->r->response_format) {
         json_t *m = json_object();
         json_object_set_new(m, "role", json_string("system"));
-        json_object_set_new(m, "content", gw_json_str(c->system.p, c->system.len));
+        json_object_set_new(m, "content", gw_json_str(c->system.p ? c->system.p : "", c->system.len));
+        if (c->r->response_format)
+            json_object_set(m, "response_format", c->r->response_format);
         json_array_append_new(all, m);
     }
     size_t i;
@@ -333,6 +336,41 @@ int gw_map_effort(const char *effort, const char *path, gw_req *r, gw_err *e)
                        "field '%s': unknown reasoning effort '%s' (none, minimal, low, medium, high, xhigh, max)",
                        path, effort);
     }
+    return 0;
+}
+
+int gw_map_response_format(const json_t *fmt, const char *path, gw_req *r, gw_err *e)
+{
+    if (!fmt || json_is_null(fmt))
+        return 0;
+    if (!json_is_object(fmt))
+        return gw_fail(e, GW_E_INVALID, path, "field '%s': expected object, got %s", path, gw_jtype(fmt));
+    const char *type = NULL;
+    if (gw_get_string(fmt, path, "type", GW_REQ, &type, e) < 0)
+        return -1;
+    json_t *schema = NULL;
+    char sp[GW_PARAM_MAX];
+    if (!strcmp(type, "text"))
+        return 0;
+    if (!strcmp(type, "json_object")) {
+        schema = json_pack("{s:s}", "type", "object");
+    } else if (!strcmp(type, "json_schema")) {
+        json_t *js = json_object_get(fmt, "json_schema"); /* chat nests it; Responses does not */
+        const json_t *holder = json_is_object(js) ? js : fmt;
+        gw_path(sp, sizeof sp, path, json_is_object(js) ? "json_schema" : "");
+        if (!json_is_object(js))
+            snprintf(sp, sizeof sp, "%s", path);
+        json_t *s = NULL;
+        if (gw_get_object(holder, sp, "schema", GW_REQ, &s, e) < 0)
+            return -1;
+        schema = json_deep_copy(s);
+    } else {
+        gw_path(sp, sizeof sp, path, "type");
+        return gw_fail(e, GW_E_INVALID, sp, "field '%s': unknown format '%.40s' (text, json_object, json_schema)", sp,
+                       type);
+    }
+    json_decref(r->response_format);
+    r->response_format = schema;
     return 0;
 }
 

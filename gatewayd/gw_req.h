@@ -58,6 +58,7 @@ typedef struct gw_req {
     int tool_choice;        /* enum gw_tool_choice */
     char *tool_name;        /* GW_TC_NAMED */
     int parallel_tool_calls;/* 0: keep only the first call */
+    json_t *response_format;/* JSON schema the answer must follow, or NULL */
     int thinking;           /* 1 thinking mode (default), 0 chat mode */
     int effort_max;         /* reasoning effort "max" (Think Max) */
 
@@ -171,6 +172,11 @@ int gw_map_stop(const json_t *body, const char *key, gw_req *r, gw_err *e);
 /* reasoning effort text -> thinking/effort_max ("none" turns thinking off,
  * "max" is Think Max, every other known level is normal thinking). */
 int gw_map_effort(const char *effort, const char *path, gw_req *r, gw_err *e);
+/* OpenAI response_format ({type: json_schema, json_schema: {schema}} or
+ * {type: json_object}) / Responses text.format ({type: json_schema,
+ * schema}) -> r->response_format, rendered by tokenizerd as the official
+ * "## Response Format" block after the system text; "text" is nothing. */
+int gw_map_response_format(const json_t *fmt, const char *path, gw_req *r, gw_err *e);
 /* ds4_test_output (test mode only). */
 int gw_map_test_output(const json_t *body, const gw_map_opts *o, gw_req *r, gw_err *e);
 

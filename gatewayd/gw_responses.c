@@ -238,7 +238,11 @@ int gw_map_responses(const json_t *body, const gw_map_opts *o, gw_req *r, gw_err
     json_array_foreach(include, i, v)
         if (json_is_string(v) && !strcmp(json_string_value(v), "reasoning.encrypted_content"))
             r->include_encrypted = 1;
+    json_t *text = NULL;
+    if (gw_get_object(body, "", "text", GW_OPT, &text, e) < 0)
+        return -1;
     if (map_tools(body, r, e) || gw_map_tool_choice_openai(body, r, e) ||
+        gw_map_response_format(text ? gw_get_any(text, "format") : NULL, "text.format", r, e) ||
         gw_map_test_output(body, o, r, e))
         return -1;
     json_t *input = gw_get_any(body, "input");

@@ -119,6 +119,25 @@ static void test_chat(void)
     CHECK(r.tool_choice == GW_TC_NONE);
     gw_req_free(&r);
 
+    /* response_format: the schema goes to the system message (created if none) */
+    CHECK(map(GW_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"response_format\":{\"type\":\"json_schema\","
+                           "\"json_schema\":{\"name\":\"n\",\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}}}}",
+              &r, &e, 0) == 0);
+    expect_msg(&r, 0, "{\"role\":\"system\",\"content\":\"\",\"response_format\":{\"type\":\"object\",\"properties\":"
+                      "{\"a\":{\"type\":\"integer\"}}}}");
+    gw_req_free(&r);
+    CHECK(map(GW_API_RESPONSES, "{\"instructions\":\"I\",\"input\":\"q\",\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"n\","
+                                "\"schema\":{\"type\":\"array\"}}}}", &r, &e, 0) == 0);
+    expect_msg(&r, 0, "{\"role\":\"system\",\"content\":\"I\",\"response_format\":{\"type\":\"array\"}}");
+    gw_req_free(&r);
+    CHECK(map(GW_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"response_format\":{\"type\":\"text\"}}", &r, &e, 0) == 0);
+    CHECK(json_array_size(r.messages) == 1);
+    gw_req_free(&r);
+    expect_err(GW_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"response_format\":{\"type\":\"xml\"}}", 400,
+               "response_format.type", "unknown format");
+    expect_err(GW_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"response_format\":{\"type\":\"json_schema\","
+                            "\"json_schema\":{\"name\":\"n\"}}}", 400, "response_format.json_schema.schema", "missing");
+
     /* errors name the field */
     expect_err(GW_API_CHAT, "{}", 400, "messages", "missing required field 'messages'");
     expect_err(GW_API_CHAT, "{\"messages\":[]}", 400, "messages", "at least one");

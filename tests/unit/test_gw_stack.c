@@ -171,6 +171,16 @@ static void t_endpoints(void)
     sse_free(&l);
     gws_resp_free(&r);
 
+    /* response_format: the official "## Response Format" block is rendered */
+    CHECK(post(S.port, "/v1/chat/completions",
+               "{\"messages\":[{\"role\":\"user\",\"content\":\"Say hi\"}],\"response_format\":{\"type\":\"json_schema\","
+               "\"json_schema\":{\"name\":\"g\",\"schema\":{\"type\":\"object\",\"properties\":{\"greeting\":{\"type\":\"string\"}}}}},"
+               "\"ds4_test_output\":\"ok</think>{\\\"greeting\\\":\\\"hi\\\"}" EOS "\"}", NULL, &r, &j) == 200);
+    CHECK(jint(j, "usage", "prompt_tokens", NULL) > count + 10);
+    CHECK(!strcmp(jstr(json_object_get(choice0(j), "message"), "content", NULL, NULL), "{\"greeting\":\"hi\"}"));
+    json_decref(j);
+    gws_resp_free(&r);
+
     /* logprobs from the engine: one entry per generated token, alternatives */
     CHECK(post(S.port, "/v1/chat/completions",
                "{\"messages\":[{\"role\":\"user\",\"content\":\"Say hi\"}],\"logprobs\":true,\"top_logprobs\":2,"
