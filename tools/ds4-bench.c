@@ -5,7 +5,7 @@
  *   ds4-bench [--layers N] [--dims full|test] [--prefill 512,2048,8192]
  *             [--decode-ctx 1024,8192,32768] [--steps K] [--repeats R]
  *             [--chunk C] [--exact] [--seed S] [--csv FILE] [--no-bw]
- *             [--bw-mb M]
+ *             [--bw-mb M] [--sessions 8,...]
  *
  * --dims full (default): DeepSeek V4 Flash widths (hidden 4096, 64 heads of
  * 512, 256 experts of 2048, vocab 129280) in ds4's q2 layout (routed
@@ -21,7 +21,10 @@
  * served decode step does); the median step gives tok/s. Bytes read per
  * decoded token (weights touched + KV at X, engined/eng_cost) over the
  * streaming-read bandwidth measured in the same run give the bound and the
- * achieved fraction (--bw-mb: the probe's buffer, default min(1 GiB, half
+ * achieved fraction. --sessions B: also B sessions at context X decoding
+ * together (one batched step per token of each, eng_fwd_decode_batch, with
+ * every row's logits read and argmaxed): aggregate tok/s and its ratio to
+ * one session (SPEC 7: 8 sessions >= 4x). (--bw-mb: the probe's buffer, default min(1 GiB, half
  * the largest allocation)). With N < 43 layers the per-layer time is scaled to 43
  * (head measured separately) to extrapolate the full model.
  *
@@ -53,6 +56,7 @@ typedef struct bench_opts {
     uint32_t steps, repeats, chunk;
     int exact, no_bw;
     uint32_t bw_mb;
+    uint32_t sessions[MAX_LIST], n_sessions;
     uint64_t seed;
     const char *csv;
 } bench_opts;
@@ -64,6 +68,7 @@ static int usage(void)
             "[--decode-ctx LIST]\n"
             "                 [--steps K] [--repeats R] [--chunk C] [--exact] "
             "[--seed S] [--csv FILE] [--no-bw] [--bw-mb M]\n"
+            "                 [--sessions LIST]\n"
             "LIST: comma-separated token counts (empty string: none)\n");
     return 64;
 }
@@ -153,7 +158,9 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             uint32_t s;
             bad = parse_u32(v, &s, UINT32_MAX);
             o->seed = s;
-        } else if (strcmp(a, "--bw-mb") == 0)
+        } else if (strcmp(a, "--sessions") == 0)
+            bad = parse_list(v, o->sessions, &o->n_sessions);
+        else if (strcmp(a, "--bw-mb") == 0)
             bad = parse_u32(v, &o->bw_mb, 1u << 20) || o->bw_mb == 0;
         else if (strcmp(a, "--csv") == 0)
             o->csv = v;
@@ -214,6 +221,59 @@ static void csv_row(const char *kind, uint32_t layers, uint32_t tokens, double m
     fprintf(g_csv, "%s,%u,%u,%.6f,%.3f,%.0f,%.3f,%.4f,%.3f\n", kind, layers, tokens, median_s,
             tok_s, bytes_tok, bound, frac, tok_s_43);
     fflush(g_csv);
+}
+
+/* B sessions prefilled to X (one prefill, copied), then batched steps. */
+static int bench_batch(eng_fwd *f, eng_cl *cl, const bench_opts *o, uint32_t layers,
+                       const int32_t *ids, uint32_t X, uint32_t B, double single_tok_s,
+                       char *err, size_t errlen)
+{
+    const dsv4_hparams *hp = eng_fwd_hparams(f);
+    eng_fwd_seq **s = calloc(B, sizeof *s);
+    int32_t *next = malloc(sizeof(int32_t) * B);
+    float *lg = malloc(sizeof(float) * hp->n_vocab * B);
+    double *ts = calloc(o->steps, sizeof *ts);
+    int rc = -1;
+    if (!s || !next || !lg || !ts) {
+        snprintf(err, errlen, "out of memory for %u sessions", B);
+        goto out;
+    }
+    for (uint32_t i = 0; i < B; i++) {
+        if (eng_fwd_seq_new(f, &s[i], err, errlen))
+            goto out;
+        if (i == 0 ? eng_fwd_eval(s[0], ids, X, o->chunk, NULL, err, errlen)
+                   : eng_fwd_seq_copy(s[i], s[0], err, errlen))
+            goto out;
+        next[i] = ids[(X + i) % X];
+    }
+    for (int k = -1; k < (int)o->steps; k++) {
+        uint64_t a = ds4_now_ns();
+        if (eng_fwd_decode_batch(s, next, B, lg, err, errlen) || eng_cl_finish(cl))
+            goto out;
+        for (uint32_t i = 0; i < B; i++) {
+            const float *row = lg + (size_t)hp->n_vocab * i;
+            uint32_t best = 0;
+            for (uint32_t v = 1; v < hp->n_vocab; v++)
+                best = row[v] > row[best] ? v : best;
+            next[i] = (int32_t)best;
+        }
+        if (k >= 0)
+            ts[k] = (ds4_now_ns() - a) / 1e9;
+    }
+    double step = median(ts, o->steps), agg = B / step;
+    printf("decode at %6u, %2u sessions batched: step %7.2f ms, %8.2f tok/s aggregate = "
+           "%.2fx one session\n", X, B, step * 1e3, agg, agg / single_tok_s);
+    csv_row("decode_batch", layers, X, step, agg, 0, 0, agg / single_tok_s, 0);
+    rc = 0;
+out:
+    if (s)
+        for (uint32_t i = 0; i < B; i++)
+            eng_fwd_seq_free(s[i]);
+    free(s);
+    free(next);
+    free(lg);
+    free(ts);
+    return rc ? 1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -406,6 +466,9 @@ int main(int argc, char **argv)
         printf("\n");
         csv_row("decode", hp.n_layer, X, step, 1.0 / step, (double)tb.total, bound, frac,
                 o.test_dims ? 0 : tok43);
+        for (uint32_t bi = 0; bi < o.n_sessions && !status; bi++)
+            status = bench_batch(f, &cl, &o, hp.n_layer, ids, X, o.sessions[bi], 1.0 / step,
+                                 err, sizeof err);
     }
     if (status)
         fprintf(stderr, "ds4-bench: %s\n", err);

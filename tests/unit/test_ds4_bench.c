@@ -1,6 +1,7 @@
 /* test_ds4_bench.c - smoke test of the benchmark tool on this OpenCL
  * device (PoCL in CI): ds4-bench on the test-model widths runs prefill and
- * decode through the engine with synthetic device weights, writes one CSV
+ * decode (one session, and three batched) through the engine with
+ * synthetic device weights, writes one CSV
  * row per measurement with finite positive throughputs, bytes per token
  * equal to engined/eng_cost's count for that layout and context, and a
  * bound from the bandwidth it measured; bad arguments are a usage error. */
@@ -57,7 +58,7 @@ int main(void)
     snprintf(csv, sizeof csv, "/tmp/test_ds4_bench_%d.csv", (int)getpid());
     snprintf(cmd, sizeof cmd,
              "%s --dims test --layers 6 --prefill 32,70 --decode-ctx 40,140 --steps 2 "
-             "--repeats 1 --bw-mb 64 --csv %s > /tmp/test_ds4_bench_%d.out 2>&1",
+             "--repeats 1 --bw-mb 64 --sessions 3 --csv %s > /tmp/test_ds4_bench_%d.out 2>&1",
              bin, csv, (int)getpid());
     int rc = run(cmd);
     CHECKF(rc == 0, "ds4-bench exited %d", rc);
@@ -70,7 +71,7 @@ int main(void)
     eng_model *m = eng_model_virtual(&mo.hp);
     FILE *f = fopen(csv, "r");
     CHECK(f != NULL);
-    int prefill = 0, decode = 0;
+    int prefill = 0, decode = 0, batch = 0;
     if (f) {
         char line[512];
         CHECK(fgets(line, sizeof line, f) && strncmp(line, "kind,layers,tokens,", 19) == 0);
@@ -89,6 +90,10 @@ int main(void)
                 prefill++;
                 CHECK(tokens == 32 || tokens == 70);
                 CHECK(fabs(tps * med - tokens) < 1e-3 * tokens);
+            } else if (strcmp(kind, "decode_batch") == 0) {
+                batch++;
+                CHECK(tokens == 40 || tokens == 140);
+                CHECK(frac > 0 && isfinite(frac)); /* aggregate / one session */
             } else if (strcmp(kind, "decode") == 0) {
                 decode++;
                 CHECK(tokens == 40 || tokens == 140);
@@ -104,7 +109,7 @@ int main(void)
         }
         fclose(f);
     }
-    CHECK(prefill == 2 && decode == 2);
+    CHECK(prefill == 2 && decode == 2 && batch == 2);
     eng_model_close(m);
     /* usage errors */
     snprintf(cmd, sizeof cmd, "%s --layers 0 > /dev/null 2>&1", bin);
