@@ -710,6 +710,20 @@ void eng_fwd_close(eng_fwd *f)
     free(f);
 }
 
+void eng_fwd_set_profile(eng_fwd *f, int on) { f->profile = on != 0; }
+
+void eng_fwd_profile_reset(eng_fwd *f) { f->n_prof = 0; }
+
+int eng_fwd_profile_count(const eng_fwd *f) { return f->n_prof; }
+
+void eng_fwd_profile_entry(const eng_fwd *f, int i, const char **name, double *seconds,
+                           uint64_t *calls)
+{
+    *name = f->prof[i].name;
+    *seconds = f->prof[i].s;
+    *calls = f->prof[i].n;
+}
+
 const dsv4_hparams *eng_fwd_hparams(const eng_fwd *f) { return &f->hp; }
 int eng_fwd_exact(const eng_fwd *f) { return f->exact; }
 uint32_t eng_fwd_max_chunk(const eng_fwd *f) { return f->C; }

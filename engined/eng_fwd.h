@@ -98,6 +98,16 @@ int eng_fwd_eval_rows(eng_fwd_seq *s, const int32_t *ids, uint32_t n,
 int eng_fwd_decode_batch(eng_fwd_seq **s, const int32_t *ids, uint32_t n,
                          float *logits, char *err, size_t errlen);
 
+/* Profiling (also DS4_FWD_PROFILE=1 at open, which prints the table on
+ * stderr at close): every launch is waited for and its wall time added to
+ * an entry per kernel name (GEMMs as "matvec|matmul ROWSxCOLS tTYPE"), so
+ * the step is serialised: use the shares, not the absolute times. */
+void eng_fwd_set_profile(eng_fwd *f, int on);
+void eng_fwd_profile_reset(eng_fwd *f);
+int eng_fwd_profile_count(const eng_fwd *f);
+void eng_fwd_profile_entry(const eng_fwd *f, int i, const char **name,
+                           double *seconds, uint64_t *calls);
+
 /* Next-token logits after the whole sequence (n_vocab floats), from the
  * last token's streams. -1 when the sequence is empty or broken. */
 int eng_fwd_logits(eng_fwd_seq *s, float *logits, char *err, size_t errlen);

@@ -5,7 +5,7 @@
  *   ds4-bench [--layers N] [--dims full|test] [--prefill 512,2048,8192]
  *             [--decode-ctx 1024,8192,32768] [--steps K] [--repeats R]
  *             [--chunk C] [--exact] [--seed S] [--csv FILE] [--no-bw]
- *             [--bw-mb M] [--sessions 8,...]
+ *             [--bw-mb M] [--sessions 8,...] [--profile]
  *
  * --dims full (default): DeepSeek V4 Flash widths (hidden 4096, 64 heads of
  * 512, 256 experts of 2048, vocab 129280) in ds4's q2 layout (routed
@@ -21,7 +21,11 @@
  * served decode step does); the median step gives tok/s. Bytes read per
  * decoded token (weights touched + KV at X, engined/eng_cost) over the
  * streaming-read bandwidth measured in the same run give the bound and the
- * achieved fraction. --sessions B: also B sessions at context X decoding
+ * achieved fraction. --profile: after the timed runs, one more prefill of
+ * each size and K more decode steps at each context with every launch
+ * waited for and timed (eng_fwd profiling), printed as shares per kernel
+ * family (attention, compressor, indexer, MoE, dense GEMMs, mHC, head,
+ * other) and per kernel; serialised, so shares only. --sessions B: also B sessions at context X decoding
  * together (one batched step per token of each, eng_fwd_decode_batch, with
  * every row's logits read and argmaxed): aggregate tok/s and its ratio to
  * one session (SPEC 7: 8 sessions >= 4x). (--bw-mb: the probe's buffer, default min(1 GiB, half
@@ -54,7 +58,7 @@ typedef struct bench_opts {
     uint32_t prefill[MAX_LIST], n_prefill;
     uint32_t ctx[MAX_LIST], n_ctx;
     uint32_t steps, repeats, chunk;
-    int exact, no_bw;
+    int exact, no_bw, profile;
     uint32_t bw_mb;
     uint32_t sessions[MAX_LIST], n_sessions;
     uint64_t seed;
@@ -68,7 +72,7 @@ static int usage(void)
             "[--decode-ctx LIST]\n"
             "                 [--steps K] [--repeats R] [--chunk C] [--exact] "
             "[--seed S] [--csv FILE] [--no-bw] [--bw-mb M]\n"
-            "                 [--sessions LIST]\n"
+            "                 [--sessions LIST] [--profile]\n"
             "LIST: comma-separated token counts (empty string: none)\n");
     return 64;
 }
@@ -125,6 +129,9 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             continue;
         } else if (strcmp(a, "--no-bw") == 0) {
             o->no_bw = 1;
+            continue;
+        } else if (strcmp(a, "--profile") == 0) {
+            o->profile = 1;
             continue;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage();
@@ -223,6 +230,64 @@ static void csv_row(const char *kind, uint32_t layers, uint32_t tokens, double m
     fflush(g_csv);
 }
 
+/* Kernel family of a profile entry. */
+static const char *family_of(const char *name, uint32_t vocab)
+{
+    unsigned rows = 0, cols = 0, type = 0;
+    if (sscanf(name, "matvec %ux%u t%u", &rows, &cols, &type) == 3 ||
+        sscanf(name, "matmul %ux%u t%u", &rows, &cols, &type) == 3)
+        return rows == vocab ? "head" : "dense GEMM";
+    static const struct {
+        const char *prefix, *family;
+    } map[] = {
+        {"fwd_attend", "attention"},   {"fwd_ring", "attention"},
+        {"fwd_comp", "compressor"},    {"fwd_idx", "indexer"},
+        {"fwd_moe", "MoE (routed)"},   {"fwd_swiglu", "MoE (routed)"},
+        {"fwd_hc", "mHC"},             {"fwd_head", "head"},
+        {"fwd_embed", "head"},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strncmp(name, map[i].prefix, strlen(map[i].prefix)) == 0)
+            return map[i].family;
+    return "other";
+}
+
+/* Print the profile accumulated since the last reset, then reset. */
+static void print_profile(eng_fwd *f, const char *what)
+{
+    static const char *fams[] = {"attention", "compressor", "indexer", "MoE (routed)",
+                                 "dense GEMM", "mHC", "head", "other"};
+    enum { NF = sizeof fams / sizeof fams[0] };
+    double fs[NF] = {0}, total = 0;
+    int n = eng_fwd_profile_count(f);
+    uint32_t vocab = eng_fwd_hparams(f)->n_vocab;
+    for (int i = 0; i < n; i++) {
+        const char *name;
+        double sec;
+        uint64_t calls;
+        eng_fwd_profile_entry(f, i, &name, &sec, &calls);
+        const char *fam = family_of(name, vocab);
+        for (int k = 0; k < NF; k++)
+            if (strcmp(fam, fams[k]) == 0)
+                fs[k] += sec;
+        total += sec;
+    }
+    printf("profile, %s (serialised launches, %.3f s in all):\n", what, total);
+    for (int k = 0; k < NF; k++)
+        if (fs[k] > 0)
+            printf("  %-14s %6.1f%%  %9.3f ms\n", fams[k], 100 * fs[k] / total, fs[k] * 1e3);
+    for (int i = 0; i < n; i++) {
+        const char *name;
+        double sec;
+        uint64_t calls;
+        eng_fwd_profile_entry(f, i, &name, &sec, &calls);
+        if (sec >= 0.01 * total)
+            printf("    %-36s %6.1f%%  %8llu calls\n", name, 100 * sec / total,
+                   (unsigned long long)calls);
+    }
+    eng_fwd_profile_reset(f);
+}
+
 /* B sessions prefilled to X (one prefill, copied), then batched steps. */
 static int bench_batch(eng_fwd *f, eng_cl *cl, const bench_opts *o, uint32_t layers,
                        const int32_t *ids, uint32_t X, uint32_t B, double single_tok_s,
@@ -315,7 +380,11 @@ int main(int argc, char **argv)
     for (uint32_t i = 0; i < o.n_prefill; i++)
         max_ctx = o.prefill[i] > max_ctx ? o.prefill[i] : max_ctx;
     for (uint32_t i = 0; i < o.n_ctx; i++)
-        max_ctx = o.ctx[i] + o.steps + 1 > max_ctx ? o.ctx[i] + o.steps + 1 : max_ctx;
+    {
+        /* the warm-up step, the timed steps, and the profiled ones */
+        uint32_t need = o.ctx[i] + (o.profile ? 2 : 1) * o.steps + 1;
+        max_ctx = need > max_ctx ? need : max_ctx;
+    }
 
     eng_model *m = eng_model_virtual(&hp);
     eng_plan plan;
@@ -398,6 +467,23 @@ int main(int argc, char **argv)
         double med = median(ts, o.repeats);
         printf("prefill %6u tokens: %8.3f s  %10.1f tok/s\n", P, med, P / med);
         csv_row("prefill", hp.n_layer, P, med, P / med, 0, 0, 0, 0);
+        if (o.profile) {
+            eng_fwd_seq *s = NULL;
+            eng_fwd_profile_reset(f);
+            eng_fwd_set_profile(f, 1);
+            int e = eng_fwd_seq_new(f, &s, err, sizeof err);
+            e = e ? e : eng_fwd_eval(s, ids, P, o.chunk, NULL, err, sizeof err);
+            e = e ? e : eng_fwd_logits(s, logits, err, sizeof err);
+            eng_fwd_seq_free(s);
+            eng_fwd_set_profile(f, 0);
+            if (e) {
+                status = 1;
+                break;
+            }
+            char what[64];
+            snprintf(what, sizeof what, "prefill of %u tokens", P);
+            print_profile(f, what);
+        }
     }
 
     for (uint32_t ci = 0; ci < o.n_ctx && !status; ci++) {
@@ -434,6 +520,20 @@ int main(int argc, char **argv)
                 ts[k] = (c - a) / 1e9;
                 th[k] = (c - b) / 1e9;
             }
+        }
+        if (!status && o.profile) {
+            eng_fwd_profile_reset(f);
+            eng_fwd_set_profile(f, 1);
+            for (uint32_t k = 0; k < o.steps && !status; k++) {
+                if (eng_fwd_eval(s, &next, 1, 1, NULL, err, sizeof err) ||
+                    eng_fwd_logits(s, logits, err, sizeof err))
+                    status = 1;
+            }
+            eng_fwd_set_profile(f, 0);
+            char what[64];
+            snprintf(what, sizeof what, "%u decode steps at context %u", o.steps, X);
+            if (!status)
+                print_profile(f, what);
         }
         eng_fwd_seq_free(s);
         if (status)

@@ -1,6 +1,7 @@
 /* test_ds4_bench.c - smoke test of the benchmark tool on this OpenCL
  * device (PoCL in CI): ds4-bench on the test-model widths runs prefill and
- * decode (one session, and three batched) through the engine with
+ * decode (one session, and three batched; with the per-family profile)
+ * through the engine with
  * synthetic device weights, writes one CSV
  * row per measurement with finite positive throughputs, bytes per token
  * equal to engined/eng_cost's count for that layout and context, and a
@@ -58,7 +59,7 @@ int main(void)
     snprintf(csv, sizeof csv, "/tmp/test_ds4_bench_%d.csv", (int)getpid());
     snprintf(cmd, sizeof cmd,
              "%s --dims test --layers 6 --prefill 32,70 --decode-ctx 40,140 --steps 2 "
-             "--repeats 1 --bw-mb 64 --sessions 3 --csv %s > /tmp/test_ds4_bench_%d.out 2>&1",
+             "--repeats 1 --bw-mb 64 --sessions 3 --profile --csv %s > /tmp/test_ds4_bench_%d.out 2>&1",
              bin, csv, (int)getpid());
     int rc = run(cmd);
     CHECKF(rc == 0, "ds4-bench exited %d", rc);
@@ -110,6 +111,34 @@ int main(void)
         fclose(f);
     }
     CHECK(prefill == 2 && decode == 2 && batch == 2);
+    /* --profile: a family table per prefill size and decode context, whose
+     * shares add up to 100 % */
+    snprintf(cmd, sizeof cmd, "/tmp/test_ds4_bench_%d.out", (int)getpid());
+    FILE *out = fopen(cmd, "r");
+    CHECK(out != NULL);
+    if (out) {
+        char line[512];
+        int tables = 0, in_table = 0;
+        double sum = 0;
+        while (fgets(line, sizeof line, out)) {
+            double pct, ms;
+            char fam[32];
+            if (strncmp(line, "profile, ", 9) == 0) {
+                if (in_table)
+                    CHECKF(fabs(sum - 100) < 0.5, "family shares add up to %.1f%%", sum);
+                tables++;
+                in_table = 1;
+                sum = 0;
+            } else if (in_table && sscanf(line, "  %31[^0-9%]%lf%% %lf ms", fam, &pct, &ms) == 3 &&
+                       line[2] != ' ') {
+                sum += pct;
+            }
+        }
+        if (in_table)
+            CHECKF(fabs(sum - 100) < 0.5, "family shares add up to %.1f%%", sum);
+        CHECKF(tables == 4, "%d profile tables, expected 4", tables);
+        fclose(out);
+    }
     eng_model_close(m);
     /* usage errors */
     snprintf(cmd, sizeof cmd, "%s --layers 0 > /dev/null 2>&1", bin);
