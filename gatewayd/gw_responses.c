@@ -344,7 +344,21 @@ static json_t *response_obj(gw_gen *g, json_t *output)
                         json_string(r->tool_choice == GW_TC_NONE       ? "none"
                                     : r->tool_choice == GW_TC_REQUIRED ? "required"
                                                                        : "auto"));
-    json_object_set_new(o, "tools", json_array());
+    json_t *tools = json_array(); /* the function tools offered, echoed */
+    size_t ti;
+    json_t *t;
+    json_array_foreach(r->tools, ti, t) {
+        json_t *fn = json_object_get(t, "function");
+        json_t *e = json_pack("{s:s,s:O,s:O,s:b}", "type", "function", "name", json_object_get(fn, "name"),
+                              "parameters", json_object_get(fn, "parameters"), "strict", 0);
+        if (json_object_get(fn, "description"))
+            json_object_set(e, "description", json_object_get(fn, "description"));
+        json_array_append_new(tools, e);
+    }
+    json_object_set_new(o, "tools", tools);
+    json_object_set_new(o, "instructions", json_null());
+    json_object_set_new(o, "temperature", r->has_temperature ? json_real(r->temperature) : json_null());
+    json_object_set_new(o, "top_p", r->has_top_p ? json_real(r->top_p) : json_null());
     json_object_set_new(o, "store", json_false());
     json_object_set_new(o, "previous_response_id", json_null());
     json_object_set_new(o, "max_output_tokens", r->max_tokens > 0 ? json_integer(r->max_tokens) : json_null());
@@ -428,8 +442,8 @@ static void close_message(gw_gen *g)
     size_t n = g->content.len - (size_t)g->s_open_idx;
     const char *id = g->s_item;
     ev(g, "response.output_text.done",
-       json_pack("{s:s,s:i,s:i,s:o}", "item_id", id, "output_index", idx, "content_index", 0, "text",
-                 gw_json_str(s, n)));
+       json_pack("{s:s,s:i,s:i,s:o,s:[]}", "item_id", id, "output_index", idx, "content_index", 0, "text",
+                 gw_json_str(s, n), "logprobs"));
     ev(g, "response.content_part.done",
        json_pack("{s:s,s:i,s:i,s:o}", "item_id", id, "output_index", idx, "content_index", 0, "part",
                  text_part(s, n)));
@@ -479,8 +493,8 @@ static void resp_content(gw_gen *g, const char *s, size_t n)
                      "part", text_part("", 0)));
     }
     ev(g, "response.output_text.delta",
-       json_pack("{s:s,s:i,s:i,s:o}", "item_id", g->s_item, "output_index",
-                 g->s_msg_idx, "content_index", 0, "delta", gw_json_str(s, n)));
+       json_pack("{s:s,s:i,s:i,s:o,s:[]}", "item_id", g->s_item, "output_index",
+                 g->s_msg_idx, "content_index", 0, "delta", gw_json_str(s, n), "logprobs"));
 }
 
 static void resp_tool_call(gw_gen *g, size_t i)

@@ -350,7 +350,10 @@ static void test_responses(void)
           100 + json_integer_value(json_object_get(u, "output_tokens")));
     run_free(&R);
 
-    run(&R, GW_API_RESPONSES, "{\"input\":\"q\"}", 0, "Just text" EOS, "stop");
+    run(&R, GW_API_RESPONSES, "{\"input\":\"q\",\"tools\":[{\"type\":\"function\",\"name\":\"f\",\"parameters\":{\"type\":\"object\"}},"
+                              "{\"type\":\"web_search\"}]}", 0, "Just text" EOS, "stop");
+    json_t *tl = json_object_get(R.body, "tools"); /* the function tools offered are echoed */
+    CHECK(json_array_size(tl) == 1 && !strcmp(sse_str(json_array_get(tl, 0), "name", NULL), "f"));
     json_t *out = json_object_get(R.body, "output");
     CHECK(json_array_size(out) == 1 && !strcmp(sse_str(json_array_get(out, 0), "type", NULL), "message"));
     CHECK(!strcmp(sse_str(json_array_get(json_object_get(json_array_get(out, 0), "content"), 0), "text", NULL), "Just text"));
