@@ -59,7 +59,7 @@ Model and serving (the same flags as ds4-server):
       --kv-disk-dir DIR   on-disk KV cache (default \$DS4_CACHE_DIR/kv)
       --kv-disk-space-mb N  space budget of the KV cache (default: kvd's)
       --host ADDR         HTTP bind address (default 127.0.0.1)
-      --port N            HTTP port (default 8000)
+      --port N            HTTP port (default 8000; 0: any free port, printed)
       --api-key KEY       require this key (Authorization: Bearer / x-api-key)
       --cors              send CORS headers (off by default)
       --backend NAME      engined compute backend: cl (OpenCL) or ref (plain C)
