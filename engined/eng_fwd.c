@@ -69,6 +69,7 @@ struct eng_fwd {
     const eng_model *m;
     dsv4_hparams hp;
     int exact;
+    uint32_t iqat;         /* qat mode of the indexer rows: 0 or 2 */
     uint32_t C, max_ctx;
     fwd_layer *L;
     cl_mem embd_buf;
@@ -600,6 +601,7 @@ int eng_fwd_open(eng_cl *cl, const eng_model *m, const eng_fwd_opts *o,
     f->m = m;
     f->hp = m->hp;
     f->exact = o && o->exact;
+    f->iqat = f->exact || (o && o->no_indexer_qat) ? 0 : 2;
     f->C = o && o->max_chunk ? o->max_chunk : 256;
     f->max_ctx = o && o->max_ctx ? o->max_ctx : 32768;
     const char *pe = getenv("DS4_FWD_PROFILE");
@@ -826,7 +828,7 @@ static int indexer(eng_fwd *f, const fwd_seg *sg, uint32_t nseg, uint32_t T,
     uint32_t iH = hp->n_idx_head, id = hp->idx_head_dim;
     if (fwd_mm(f, &L->idx_q_b, f->qr, hp->q_lora_rank, f->iq, iH * id, T) ||
         rows_finish(f, f->iq, 0, id, id, T * iH, 0, 0, f->freq_comp, hp->n_rot, 1,
-                    0, iH, 1, f->exact ? 0 : 2) ||
+                    0, iH, 1, f->iqat) ||
         fwd_mm(f, &L->idx_proj, f->xn, hp->n_embd, f->iw, iH, T))
         return -1;
     float qs = (float)(1.0 / sqrt((double)id)), ws = (float)(1.0 / sqrt((double)iH));
@@ -912,7 +914,7 @@ static int layer_attn(eng_fwd *f, const fwd_seg *sg, uint32_t nseg, uint32_t T,
         return -1;
     if (L->ratio == 4 &&
         (compress(f, sg, nseg, T, &L->icomp, 4, L->icomp_rows, L->ikv, L->isc,
-                  f->exact ? 0 : 2) ||
+                  f->iqat) ||
          indexer(f, sg, nseg, T, L)))
         return -1;
     float scale = (float)(1.0 / sqrt((double)hd));

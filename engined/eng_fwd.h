@@ -50,6 +50,9 @@ typedef struct eng_fwd_opts {
     int exact;           /* 1: no QAT simulation, f32 KV */
     uint32_t max_chunk;  /* most tokens per chunk (scratch size); 0: 256 */
     uint32_t max_ctx;    /* most tokens per sequence; 0: 32768 */
+    int no_indexer_qat;  /* tests only: QAT mode without the indexer's
+                            Hadamard + FP4 (isolates the KV simulations
+                            from the indexer's discrete top-k decisions) */
 } eng_fwd_opts;
 
 /* Set up the forward pass on an uploaded model (eng_model_upload done,

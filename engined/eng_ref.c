@@ -22,7 +22,7 @@ struct eng_ref {
     float **w;          /* [DSV4_T_COUNT * n_layer] dequantized, lazily */
     float *freq_main;   /* n_rot/2, plain RoPE (ratio-0 layers) */
     float *freq_comp;   /* n_rot/2, YaRN (compressed layers) */
-    int qat;            /* eng_ref_set_qat: the QAT simulations on */
+    int qat;            /* eng_ref_set_qat: ENG_REF_QAT_* parts on */
 };
 
 /* ---- small numeric helpers --------------------------------------------- */
@@ -243,17 +243,21 @@ void eng_ref_close(eng_ref *m)
 
 const dsv4_hparams *eng_ref_hparams(const eng_ref *m) { return &m->hp; }
 
-int eng_ref_set_qat(eng_ref *m, int on, char *err, size_t errlen)
+int eng_ref_set_qat(eng_ref *m, int parts, char *err, size_t errlen)
 {
     const dsv4_hparams *hp = &m->hp;
-    if (on && ((hp->head_dim - hp->n_rot) % DS4_QAT_FP8_BLOCK ||
-               hp->idx_head_dim != DS4_QAT_HADAMARD_N)) {
+    if (parts & ~ENG_REF_QAT_ALL) {
+        ds4_seterr(err, errlen, "unknown QAT parts 0x%x", (unsigned)parts);
+        return -1;
+    }
+    if (parts && ((hp->head_dim - hp->n_rot) % DS4_QAT_FP8_BLOCK ||
+                  hp->idx_head_dim != DS4_QAT_HADAMARD_N)) {
         ds4_seterr(err, errlen, "QAT simulation needs non-RoPE KV dims in blocks "
                    "of %d (%u) and indexer heads of %d (%u)", DS4_QAT_FP8_BLOCK,
                    hp->head_dim - hp->n_rot, DS4_QAT_HADAMARD_N, hp->idx_head_dim);
         return -1;
     }
-    m->qat = on != 0;
+    m->qat = parts;
     return 0;
 }
 
@@ -419,10 +423,12 @@ static uint32_t compress(const eng_ref *m, const float *xn, uint32_t S,
         }
         rms_norm(o, dim, W(m, norm_id, layer), hp->rms_eps);
         eng_ref_rope(o, dim, hp->n_rot, m->freq_comp, w * ratio, 0);
-        if (m->qat && norm_id == DSV4_T_IDX_COMP_NORM)
-            ds4_indexer_qat_row(o); /* Hadamard + FP4 (dim 128) */
-        else if (m->qat)
+        if (norm_id == DSV4_T_IDX_COMP_NORM) {
+            if (m->qat & ENG_REF_QAT_INDEXER)
+                ds4_indexer_qat_row(o); /* Hadamard + FP4 (dim 128) */
+        } else if (m->qat & ENG_REF_QAT_KV) {
             ds4_kv_qat_row(o, dim, dim - hp->n_rot, 1); /* FP8 + F16 */
+        }
     }
     free(kv);
     free(gt);
@@ -453,7 +459,7 @@ static void indexer(const eng_ref *m, int layer, const float *xn,
             nv = nc;
         for (uint32_t h = 0; h < iH; h++) {
             eng_ref_rope(q + ((size_t)t * iH + h) * id, id, hp->n_rot, m->freq_comp, t, 0);
-            if (m->qat)
+            if (m->qat & ENG_REF_QAT_INDEXER)
                 ds4_indexer_qat_row(q + ((size_t)t * iH + h) * id);
         }
         for (uint32_t j = 0; j < nv; j++) {
@@ -537,7 +543,7 @@ static void attention(const eng_ref *m, int layer, const float *xn, uint32_t S,
         rms_norm(qr + (size_t)t * ql, ql, W(m, DSV4_T_ATTN_Q_A_NORM, layer), hp->rms_eps);
         rms_norm(kv + (size_t)t * hd, hd, W(m, DSV4_T_ATTN_KV_A_NORM, layer), hp->rms_eps);
         eng_ref_rope(kv + (size_t)t * hd, hd, hp->n_rot, freq, t, 0);
-        if (m->qat)
+        if (m->qat & ENG_REF_QAT_KV)
             ds4_kv_qat_row(kv + (size_t)t * hd, hd, hd - hp->n_rot, 1);
     }
     mm(W(m, DSV4_T_ATTN_Q_B, layer), nH * hd, ql, qr, S, q);

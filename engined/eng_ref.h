@@ -47,12 +47,17 @@ int eng_ref_forward_rows(eng_ref *m, const int32_t *ids, uint32_t n,
 
 /* QAT mode (off after open): the simulations the engine applies by default
  * (SPEC 3.1, ds4 reference 2.4), with common/qat.h as the building block -
- * window KV rows and compressed KV rows: FP8 E4M3 round trip of the
- * non-RoPE dims in blocks of 64, then F16 rounding of the row; indexer q
- * heads and compressed indexer rows: Hadamard-128 + FP4 E2M1 in blocks of
- * 32 (after their RoPE). The oracle of the OpenCL engine's QAT mode. Fails
- * (-1 + message) when the dims do not allow it. */
-int eng_ref_set_qat(eng_ref *m, int on, char *err, size_t errlen);
+ * ENG_REF_QAT_KV: window KV rows and compressed KV rows get the FP8 E4M3
+ * round trip of their non-RoPE dims in blocks of 64, then F16 rounding;
+ * ENG_REF_QAT_INDEXER: indexer q heads and compressed indexer rows get
+ * Hadamard-128 + FP4 E2M1 in blocks of 32 (after their RoPE). parts is a
+ * mask of them (ENG_REF_QAT_ALL: the engine's QAT mode; 0: exact). The
+ * oracle of the OpenCL engine's QAT mode. Fails (-1 + message) when the
+ * dims do not allow it. */
+#define ENG_REF_QAT_KV 1
+#define ENG_REF_QAT_INDEXER 2
+#define ENG_REF_QAT_ALL 3
+int eng_ref_set_qat(eng_ref *m, int parts, char *err, size_t errlen);
 
 /* ---- mechanisms, exposed for unit tests -------------------------------- */
 

@@ -3,18 +3,19 @@
  * (3 hyper-connection streams, 8 heads of 256 with 3 FP8 blocks, 4 output
  * groups, hidden 320, 12 experts with 3 used, window 24, 8 indexer heads,
  * top-k 12, layers with ratios 0 4 128 4 0, per-layer SwiGLU clamps, 2
- * hash layers) is decoded one token at a time (and, in QAT mode, in chunks of
- * 5) and compared with eng_ref on the same prompt, in exact mode and with
- * the QAT simulations on both sides. */
+ * hash layers) is decoded one token at a time (and, in QAT mode, in chunks
+ * of 5) and compared with eng_ref on the same prompt, in exact mode and
+ * with the KV QAT simulations (FP8 + F16, here 3 FP8 blocks per row) on
+ * both sides. The indexer's Hadamard + FP4 is left out of this comparison:
+ * its top-k decisions can move under rounding and make rows jump
+ * (test_eng_fwd.h); test_eng_fwd_state.c compares the full QAT mode. */
 #include "engined/eng_ref.h"
 #include "test_eng_fwd.h"
 
 /* exact: the f32 engine against the double-accumulating reference (both
- * reach ~1e-6 against each other on the default model); QAT: see
- * test_eng_fwd_state.c */
+ * reach ~1e-6 against each other on the default model); QAT:
+ * qat_compare (test_eng_fwd.h) */
 #define TOL_EXACT 1e-4
-#define TOL_QAT 5e-2
-#define TOL_QAT_MEAN 3e-3
 
 static int gen_dims_model(char *path)
 {
@@ -63,8 +64,8 @@ static int gen_dims_model(char *path)
     return rc;
 }
 
-/* Device rows [N - nrows, N) of ids in chunks of chunk, mode exact, vs
- * eng_ref rows computed with the same QAT setting. */
+/* Device rows [N - nrows, N) of ids in chunks of chunk, exact or KV QAT,
+ * vs eng_ref rows computed with the same setting. */
 static void compare(dev *d, eng_ref *r, const int32_t *ids, uint32_t N,
                     uint32_t nrows, uint32_t chunk, int exact)
 {
@@ -74,7 +75,7 @@ static void compare(dev *d, eng_ref *r, const int32_t *ids, uint32_t N,
     memset(want + N - nrows, 1, nrows);
     float *got = ds4_xmalloc(sizeof(float) * V * nrows);
     float *ref = ds4_xmalloc(sizeof(float) * V * nrows);
-    eng_fwd *f = fwd_open(d, exact, 64, 512);
+    eng_fwd *f = fwd_open(d, exact ? FWD_EXACT : FWD_QAT_KV, 64, 512);
     eng_fwd_seq *s = NULL;
     double t0 = now_s();
     if (!f || eng_fwd_seq_new(f, &s, err, sizeof err) ||
@@ -83,29 +84,29 @@ static void compare(dev *d, eng_ref *r, const int32_t *ids, uint32_t N,
         goto out;
     }
     double t1 = now_s();
-    if (eng_ref_set_qat(r, !exact, err, sizeof err) ||
+    if (eng_ref_set_qat(r, exact ? 0 : ENG_REF_QAT_KV, err, sizeof err) ||
         eng_ref_forward_rows(r, ids, N, N - nrows, ref, err, sizeof err)) {
         CHECKF(0, "%s", err);
         goto out;
     }
-    double mx = 0, sum = 0;
+    char what[96];
+    snprintf(what, sizeof what, "%s, chunk %u (device %.2f s, eng_ref %.2f s) vs "
+             "eng_ref", exact ? "exact" : "QAT (KV)", chunk, t1 - t0, now_s() - t1);
+    if (!exact) {
+        qat_compare(what, got, ref, nrows, V, 1);
+        goto out;
+    }
+    double mx = 0;
     size_t near = 0;
     for (uint32_t i = 0; i < nrows; i++) {
         int am;
         double e = row_err(got + (size_t)i * V, ref + (size_t)i * V, V, &am);
         mx = fmax(mx, e);
-        sum += e;
         near += am == 2;
-        CHECKF(e <= (exact ? TOL_EXACT : TOL_QAT), "%s row %u: rel L2 %g",
-               exact ? "exact" : "QAT", N - nrows + i, e);
-        CHECKF(am != 0, "%s row %u: argmax differs (not a near-tie)",
-               exact ? "exact" : "QAT", N - nrows + i);
+        CHECKF(e <= TOL_EXACT, "exact row %u: rel L2 %g", N - nrows + i, e);
+        CHECKF(am != 0, "exact row %u: argmax differs (not a near-tie)", N - nrows + i);
     }
-    if (!exact)
-        CHECKF(sum / nrows <= TOL_QAT_MEAN, "QAT mean rel L2 %g", sum / nrows);
-    printf("%s, chunk %u (device %.2f s, eng_ref %.2f s): %u rows vs eng_ref, rel L2 "
-           "max %.3g mean %.3g, %zu near-ties\n", exact ? "exact" : "QAT", chunk,
-           t1 - t0, now_s() - t1, nrows, mx, sum / nrows, near);
+    printf("%s: %u rows, rel L2 max %.3g, %zu near-ties\n", what, nrows, mx, near);
 out:
     eng_fwd_seq_free(s);
     eng_fwd_close(f);

@@ -18,22 +18,12 @@
 #include "engined/eng_ref.h"
 #include "test_eng_fwd.h"
 
-/* Chunked vs single prefill, rel L2 per compared position. Only the f32
- * accumulation order of the GEMMs may differ (tiled mat-mat vs mat-vec on
- * GPUs; on PoCL both paths accumulate alike and the logits are identical):
- * 1e-4 as issue 4 asks in exact mode. In QAT mode a different rounding of
- * an activation can flip an FP8/F16/FP4 rounding and move a logit row
- * further; the bound there is the one measured against eng_ref below. */
+/* Chunked vs single prefill in exact mode, rel L2 per compared position:
+ * only the f32 accumulation order of the GEMMs may differ (tiled mat-mat
+ * vs mat-vec on GPUs: 6.2e-7 measured on the H200; on PoCL both paths
+ * accumulate alike and the logits are identical): 1e-4, as issue 4 asks.
+ * QAT mode: qat_compare (test_eng_fwd.h). */
 #define TOL_INC 1e-4
-#define TOL_INC_QAT 5e-2
-/* QAT mode vs eng_ref in QAT mode: the same simulations on inputs that
- * differ by f32-vs-double accumulation, so rounding flips (FP8 steps of
- * 6%, F16 steps of 0.1%, FP4 steps that can move an indexer selection)
- * make rows differ by ~5e-4 typically and up to 1e-2 where a top-k
- * selection moved (measured on several prompts); exact vs QAT differ by
- * more than 7e-3 at every compared row. */
-#define TOL_QAT 5e-2
-#define TOL_QAT_MEAN 3e-3
 
 /* Positions compared: every 16th, the block / window / chunk edges. */
 static uint8_t *checkpoints(uint32_t n, uint32_t *count)
@@ -58,6 +48,10 @@ static uint8_t *checkpoints(uint32_t n, uint32_t *count)
 static void cmp_rows(const char *what, const float *got, const float *ref,
                      uint32_t nrows, uint32_t V, double tol)
 {
+    if (tol < 0) { /* QAT mode */
+        qat_compare(what, got, ref, nrows, V, 0);
+        return;
+    }
     double mx = 0;
     size_t ok = 0, near = 0;
     for (uint32_t r = 0; r < nrows; r++) {
@@ -183,7 +177,8 @@ static void test_batch(dev *d, int exact)
             }
             double e = row_err(lb + (size_t)i * V, l1, V, &am);
             mx = fmax(mx, e);
-            CHECKF(e <= (exact ? TOL_INC : TOL_INC_QAT) && am != 0,
+            /* QAT: a rounding flip could move a row (qat_compare's bound) */
+            CHECKF(exact ? e <= TOL_INC && am != 0 : e <= QAT_ROW_MAX,
                    "batch step %d sequence %d: rel L2 %g, argmax %d", st, i, e, am);
             CHECK(eng_fwd_seq_len(a[i]) == len[i] + st + 1);
         }
@@ -203,6 +198,9 @@ out:
 
 /* ---- (c) QAT mode against eng_ref with the same simulations ------------- */
 
+/* The engine in QAT mode, and with only the KV simulations, against
+ * eng_ref with the same simulations; exact mode against them shows the
+ * simulations matter. */
 static void test_qat_vs_ref(dev *d, const char *path, uint32_t N, uint32_t nrows)
 {
     char err[512];
@@ -210,60 +208,55 @@ static void test_qat_vs_ref(dev *d, const char *path, uint32_t N, uint32_t nrows
     int32_t *ids = synth_prompt(N, 13);
     uint8_t *want = ds4_xcalloc(N, 1);
     memset(want + N - nrows, 1, nrows);
-    float *got = ds4_xmalloc(sizeof(float) * V * nrows);
-    float *ref = ds4_xmalloc(sizeof(float) * V * nrows);
-    float *ex = ds4_xmalloc(sizeof(float) * V * nrows);
-    eng_fwd *f = fwd_open(d, 0, 256, 1024), *fe = fwd_open(d, 1, 256, 1024);
-    eng_fwd_seq *s = NULL, *se = NULL;
+    float *got[3], *ref = ds4_xmalloc(sizeof(float) * V * nrows);
+    static const int modes[3] = {FWD_QAT, FWD_QAT_KV, FWD_EXACT};
+    static const int parts[2] = {ENG_REF_QAT_ALL, ENG_REF_QAT_KV};
+    static const char *names[2] = {"QAT vs eng_ref QAT", "QAT (KV only) vs eng_ref QAT (KV only)"};
     eng_ref *r = NULL;
-    double t0 = now_s();
-    if (!f || !fe || eng_fwd_seq_new(f, &s, err, sizeof err) ||
-        eng_fwd_eval_rows(s, ids, N, 0, want, got, err, sizeof err) ||
-        eng_fwd_seq_new(fe, &se, err, sizeof err) ||
-        eng_fwd_eval_rows(se, ids, N, 0, want, ex, err, sizeof err)) {
+    double t0 = now_s(), tdev = 0;
+    for (int m = 0; m < 3; m++) {
+        got[m] = ds4_xmalloc(sizeof(float) * V * nrows);
+        eng_fwd *f = fwd_open(d, modes[m], 256, 1024);
+        eng_fwd_seq *s = NULL;
+        if (!f || eng_fwd_seq_new(f, &s, err, sizeof err) ||
+            eng_fwd_eval_rows(s, ids, N, 0, want, got[m], err, sizeof err))
+            CHECKF(0, "%s", err);
+        eng_fwd_seq_free(s);
+        eng_fwd_close(f);
+    }
+    tdev = now_s() - t0;
+    if (eng_ref_open(path, &r, err, sizeof err)) {
         CHECKF(0, "%s", err);
         goto out;
     }
-    double t1 = now_s();
-    if (eng_ref_open(path, &r, err, sizeof err) ||
-        eng_ref_set_qat(r, 1, err, sizeof err) ||
-        eng_ref_forward_rows(r, ids, N, N - nrows, ref, err, sizeof err)) {
-        CHECKF(0, "%s", err);
-        goto out;
+    for (int p = 0; p < 2; p++) {
+        t0 = now_s();
+        if (eng_ref_set_qat(r, parts[p], err, sizeof err) ||
+            eng_ref_forward_rows(r, ids, N, N - nrows, ref, err, sizeof err)) {
+            CHECKF(0, "%s", err);
+            goto out;
+        }
+        double med = qat_compare(names[p], got[p], ref, nrows, V, p == 1);
+        printf("(device %.2f s for 3 modes, eng_ref %.2f s)\n", tdev, now_s() - t0);
+        /* the simulations matter: exact differs from them at every row far
+         * more than the engine typically does from the reference */
+        double qmin = 1e9;
+        for (uint32_t i = 0; i < nrows; i++) {
+            int am;
+            qmin = fmin(qmin, row_err(got[2] + (size_t)i * V, ref + (size_t)i * V, V,
+                                      &am));
+        }
+        CHECKF(qmin > 5 * med && qmin > (p ? QAT_KV_MEDIAN : 0), "QAT effect %g vs "
+               "engine error %g", qmin, med);
+        printf("exact vs %s (smallest row): %.3g\n", p ? "QAT (KV only)" : "QAT", qmin);
     }
-    printf("QAT: device (QAT + exact) %.2f s, eng_ref QAT %.2f s\n", t1 - t0,
-           now_s() - t1);
-    double mx = 0, sum = 0, qmin = 1e9;
-    size_t near = 0;
-    for (uint32_t i = 0; i < nrows; i++) {
-        int am, am2;
-        double e = row_err(got + (size_t)i * V, ref + (size_t)i * V, V, &am);
-        double q = row_err(ex + (size_t)i * V, ref + (size_t)i * V, V, &am2);
-        mx = fmax(mx, e);
-        sum += e;
-        qmin = fmin(qmin, q);
-        near += am == 2;
-        CHECKF(e <= TOL_QAT, "QAT row %u: rel L2 %g vs eng_ref QAT", N - nrows + i, e);
-        CHECKF(am != 0, "QAT row %u: argmax differs (not a near-tie)", N - nrows + i);
-    }
-    /* the simulations matter: exact differs from QAT far more than the
-     * engine's QAT mode does from the reference's */
-    CHECKF(qmin > 5 * sum / nrows, "QAT effect %g vs engine error %g", qmin,
-           sum / nrows);
-    CHECKF(sum / nrows <= TOL_QAT_MEAN, "QAT mean rel L2 %g", sum / nrows);
-    printf("QAT vs eng_ref QAT: %u rows, rel L2 max %.3g mean %.3g, %zu near-ties; "
-           "exact vs QAT (smallest) %.3g\n", nrows, mx, sum / nrows, near, qmin);
 out:
     eng_ref_close(r);
-    eng_fwd_seq_free(s);
-    eng_fwd_seq_free(se);
-    eng_fwd_close(f);
-    eng_fwd_close(fe);
+    for (int m = 0; m < 3; m++)
+        free(got[m]);
     free(ids);
     free(want);
-    free(got);
     free(ref);
-    free(ex);
 }
 
 /* ---- (e) the eng_backend contract of "cl" -------------------------------- */
@@ -491,7 +484,7 @@ int main(void)
         static const inc_run ex[] = {{1, 300}, {7, 300}, {64, 520}, {512, 520}};
         static const inc_run qa[] = {{1, 200}, {64, 520}};
         test_incremental(&d, 1, 520, ex, 4, TOL_INC);
-        test_incremental(&d, 0, 520, qa, 2, TOL_INC_QAT);
+        test_incremental(&d, 0, 520, qa, 2, -1);
         test_batch(&d, 1);
         test_batch(&d, 0);
         test_qat_vs_ref(&d, path, 164, 32);
