@@ -46,7 +46,7 @@ KERNEL_GEN := $(BUILD)/gen/kernels_embed.c
 KERNEL_OBJ := $(OBJ)/gen/kernels_embed.o
 
 # Libraries in link order (dependents first).
-LIBS := $(BUILD)/libgatewayd.a $(BUILD)/libkvd.a $(BUILD)/libengined.a \
+LIBS := $(BUILD)/libgatewayd.a $(BUILD)/libengined.a $(BUILD)/libkvd.a \
         $(BUILD)/libtokenizerd.a $(BUILD)/libcommon.a
 
 DAEMON_BINS := $(foreach d,$(DAEMONS),$(if $(wildcard $(d)/$(d).c),$(BUILD)/$(d)))

@@ -61,7 +61,18 @@
     X(kv_restore_failures, COUNTER, "kvd restores rejected or failed")        \
     X(device_mem_bytes, GAUGE, "device memory in use")                        \
     X(device_mem_budget_bytes, GAUGE, "device memory budget for sessions")    \
-    X(weights_bytes, GAUGE, "model weights resident on the device")
+    X(weights_bytes, GAUGE, "model weights resident on the device")         \
+    X(kv_lookups, COUNTER, "longest-prefix lookups sent to kvd")             \
+    X(kv_hits, COUNTER, "kvd lookups that found a longer prefix")           \
+    X(kv_misses, COUNTER, "kvd lookups that found nothing usable")          \
+    X(kv_lookup_errors, COUNTER, "kvd lookups that failed (down, timeout)") \
+    X(kv_lookup_ns, COUNTER, "time spent in kvd lookups")                   \
+    X(kv_restore_ns, COUNTER, "time spent restoring kvd checkpoints")       \
+    X(kv_snapshot_ns, COUNTER, "time spent snapshotting sessions for kvd")  \
+    X(kv_save_drops, COUNTER, "checkpoints dropped (writer queue full, "    \
+                              "kvd down)")                                  \
+    X(kv_save_errors, COUNTER, "checkpoints kvd did not store")             \
+    X(kv_bytes_saved, COUNTER, "checkpoint bytes stored by kvd")
 
 #define DS4_STATS_KVD(X)                                                      \
     X(lookups, COUNTER, "longest-prefix lookups")                            \

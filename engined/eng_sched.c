@@ -27,6 +27,7 @@
 #include "common/gguf.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "eng_kv.h"
 #include "eng_service.h"
 #include "eng_weights.h"
 
@@ -253,6 +254,33 @@ static int load(sched *c)
         return -1;
     }
     eng_pool_init(&s->pool, s->ops, s->b, s->o.max_idle_sessions, s->stats);
+    if (s->o.kvd_endpoint) {
+        eng_kv_opts ko = {
+            .endpoint = s->o.kvd_endpoint,
+            .instance = s->o.instance,
+            .model_path = s->o.model,
+            .cross_quant = s->o.kv_cross_quant,
+            .min_tokens = s->o.kv_min_tokens,
+            .align = s->o.kv_align,
+            .trim = s->o.kv_trim,
+            .periodic = s->o.kv_periodic,
+            .cold_max = s->o.kv_cold_max,
+            .lookup_timeout_ms = s->o.kv_lookup_timeout_ms,
+            .put_timeout_ms = s->o.kv_put_timeout_ms,
+            .queue_max = s->o.kv_queue,
+            .stats = s->stats,
+        };
+        s->kv = eng_kv_open(&ko, err, sizeof err);
+        if (s->kv) {
+            s->kv_src = eng_kv_source(s->kv);
+            s->pool.src = &s->kv_src;
+            ds4_info("KV checkpoints through kvd at %s (min %u, align %u, trim %u, periodic %u%s)",
+                     s->o.kvd_endpoint, ko.min_tokens, ko.align, ko.trim, ko.periodic,
+                     ko.cross_quant ? ", cross-quant" : "");
+        } else {
+            ds4_warn("no KV checkpoints: %s", err);
+        }
+    }
     s->weights_bytes = s->ops->mem_used(s->b);
     s->load_ms = ms(ds4_now_ns() - t0);
     if (s->stats) {
@@ -477,6 +505,13 @@ static int prefill_step(sched *c)
     uint32_t n = j->n_prompt - have;
     if (n > s->o.prefill_chunk)
         n = s->o.prefill_chunk;
+    /* stop at a checkpoint boundary (cold / periodic save) */
+    const char *why = NULL;
+    uint32_t ckpt = s->kv && j->reuse
+                        ? eng_kv_next_boundary(s->kv, j->n_prompt, j->cached, have, &why)
+                        : 0;
+    if (ckpt && have + n > ckpt)
+        n = ckpt - have;
     char err[256] = "";
     uint64_t t0 = ds4_now_ns();
     int rc = s->ops->eval(j->sess, j->prompt + have, n, 0, c->logits, err, sizeof err);
@@ -488,6 +523,15 @@ static int prefill_step(sched *c)
         return 1;
     }
     stat_add(s, DS4S_ENG_tokens_prefilled, n);
+    if (s->kv) {
+        eng_kv_note_prefill(s->kv, n, dt);
+        if (ckpt && have + n == ckpt) {
+            /* what the prefix cost: this job's prefill, scaled up for the
+             * part it found cached */
+            double pm = ms(j->prefill_ns) * ckpt / (double)(ckpt - j->cached);
+            eng_kv_save(s->kv, s->fingerprint, s->ops, j->sess, why, pm);
+        }
+    }
     if (s->o.trace)
         ds4_log_req(DS4_LOG_INFO, j->rid, "trace: prefill chunk %u..%u of %u: %.3f ms (%.0f tok/s)",
                     have, have + n, j->n_prompt, ms(dt), n / ((double)dt / 1e9));
@@ -668,7 +712,9 @@ void *eng_sched_main(void *arg)
         sched_loop(&c);
     fail_all(&c);
     if (s->b) {
-        eng_pool_fini(&s->pool);
+        eng_pool_fini(&s->pool); /* offers idle sessions to kvd ("shutdown") */
+        eng_kv_close(s->kv);     /* sends what is queued */
+        s->kv = NULL;
         s->ops->close(s->b);
         s->b = NULL;
     }

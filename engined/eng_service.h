@@ -112,6 +112,12 @@ typedef struct eng_service_opts {
     int trace;                   /* per-step timing lines */
     const char *instance;        /* shm names (weights manifest) */
     int no_weights_manifest;
+    /* kvd checkpoints (eng_kv.h); kvd_endpoint NULL: none */
+    const char *kvd_endpoint;
+    int kv_cross_quant;
+    uint32_t kv_min_tokens, kv_align, kv_trim, kv_periodic, kv_cold_max;
+    int kv_lookup_timeout_ms, kv_put_timeout_ms;
+    uint32_t kv_queue;
 } eng_service_opts;
 
 typedef struct eng_service {
@@ -150,6 +156,8 @@ typedef struct eng_service {
     tok_vocab *vocab;
     eng_dsml_vocab dv;
     void *weights;               /* eng_weights handle */
+    struct eng_kv *kv;           /* kvd link, NULL without one */
+    eng_prefix_source kv_src;
 } eng_service;
 
 /* Prepare (no thread yet). 0, or -1 + err. */

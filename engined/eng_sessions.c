@@ -134,11 +134,15 @@ int eng_pool_acquire(eng_pool *p, void *owner, const int32_t *ids, uint32_t n, i
         if (p->src->lookup(p->src->ud, p->ops->fingerprint(p->b), ids, n, len, &blob, &blen,
                            &ntok) == 0) {
             eng_session *s = NULL;
-            char e2[256];
-            if (ntok > len && ntok <= n &&
-                alloc_session(p, 2, NULL, blob, blen, &s, e2, sizeof e2) == 0 &&
-                p->ops->session_len(s) == ntok &&
-                memcmp(p->ops->session_tokens(s), ids, (size_t)ntok * sizeof *ids) == 0) {
+            char e2[256] = "";
+            uint64_t t0 = ds4_now_ns();
+            int ok = ntok > len && ntok <= n &&
+                     alloc_session(p, 2, NULL, blob, blen, &s, e2, sizeof e2) == 0 &&
+                     p->ops->session_len(s) == ntok &&
+                     memcmp(p->ops->session_tokens(s), ids, (size_t)ntok * sizeof *ids) == 0;
+            if (p->stats)
+                ds4_stats_add(p->stats, DS4S_ENG_kv_restore_ns, ds4_now_ns() - t0);
+            if (ok) {
                 free(blob);
                 push(p, s, owner);
                 *out = s;
@@ -147,6 +151,8 @@ int eng_pool_acquire(eng_pool *p, void *owner, const int32_t *ids, uint32_t n, i
                     ds4_stats_add(p->stats, DS4S_ENG_kv_restores, 1);
                 return 0;
             }
+            ds4_warn("stored prefix of %u tokens not restored (%s): prefilling instead", ntok,
+                     e2[0] ? e2 : "its tokens differ");
             if (s)
                 p->ops->session_free(s);
             free(blob);

@@ -19,6 +19,7 @@
 #include "common/util.h"
 #include "common/wire.h"
 #include "eng_backend.h"
+#include "kvd/kv_client.h"
 #include "eng_service.h"
 
 /* Command-line options of engined (the common block comes from ds4d). */
@@ -37,6 +38,11 @@ struct engd_opts {
     int test_mode;
     int trace;
     int no_weights_manifest;
+    const char *kvd_endpoint;
+    int no_kvd;
+    int kv_cross_quant;
+    int kv_min_tokens, kv_align, kv_trim, kv_periodic, kv_cold_max;
+    int kv_lookup_timeout_ms, kv_put_timeout_ms, kv_save_queue;
 };
 
 /* Answer a message the decoder or the service rejected. */
@@ -184,6 +190,28 @@ int main(int argc, char **argv)
         {"trace", 0, DS4_OPT_FLAG, &o.trace, NULL, "log the timing of every step"},
         {"no-weights-manifest", 0, DS4_OPT_FLAG, &o.no_weights_manifest, NULL,
          "do not publish or re-attach the shared weights manifest"},
+        {"kvd-endpoint", 0, DS4_OPT_STRING, &o.kvd_endpoint, NULL,
+         "kvd's endpoint for KV checkpoints (default: $DS4_KVD_ENDPOINT, else kvd.sock in "
+         "the run directory)"},
+        {"no-kvd", 0, DS4_OPT_FLAG, &o.no_kvd, NULL, "no KV checkpoints (no kvd lookups or saves)"},
+        {"kv-cross-quant", 0, DS4_OPT_FLAG, &o.kv_cross_quant, NULL,
+         "reuse checkpoints of another quant of the same model (family fingerprint)"},
+        {"kv-min-tokens", 0, DS4_OPT_INT, &o.kv_min_tokens, "512",
+         "shortest prefix checkpointed or looked up"},
+        {"kv-align", 0, DS4_OPT_INT, &o.kv_align, "2048",
+         "cold checkpoints are aligned down to a multiple of this"},
+        {"kv-trim", 0, DS4_OPT_INT, &o.kv_trim, "32",
+         "tokens left off the end of a prompt before aligning its cold checkpoint"},
+        {"kv-periodic", 0, DS4_OPT_INT, &o.kv_periodic, "10240",
+         "checkpoint long prefills every this many tokens (0: never)"},
+        {"kv-cold-max", 0, DS4_OPT_INT, &o.kv_cold_max, "30000",
+         "no cold checkpoint for prompts longer than this (0: no limit)"},
+        {"kv-lookup-timeout-ms", 0, DS4_OPT_INT, &o.kv_lookup_timeout_ms, "300",
+         "deadline of a kvd lookup; past it the job is prefilled in full"},
+        {"kv-put-timeout-ms", 0, DS4_OPT_INT, &o.kv_put_timeout_ms, "10000",
+         "deadline of a checkpoint save (writer thread)"},
+        {"kv-save-queue", 0, DS4_OPT_INT, &o.kv_save_queue, "4",
+         "checkpoints waiting for kvd; more are dropped"},
         {NULL, 0, 0, NULL, NULL, NULL},
     };
     ds4d d;
@@ -206,6 +234,22 @@ int main(int argc, char **argv)
         ds4_err("bad option value (ctx, prefill-chunk >= 1; 1 <= max-batch <= 64; others >= 0)");
         goto out;
     }
+    if (o.kv_min_tokens < 1 || o.kv_align < 1 || o.kv_trim < 0 || o.kv_periodic < 0 ||
+        o.kv_cold_max < 0 || o.kv_lookup_timeout_ms < 1 || o.kv_put_timeout_ms < 1 ||
+        o.kv_save_queue < 1) {
+        ds4_err("bad kv option value (kv-min-tokens, kv-align, timeouts, kv-save-queue >= 1; "
+                "others >= 0)");
+        goto out;
+    }
+    static char kvd_ep[DS4D_PATH_MAX + 16];
+    if (!o.no_kvd) {
+        if (o.kvd_endpoint && o.kvd_endpoint[0])
+            snprintf(kvd_ep, sizeof kvd_ep, "%s", o.kvd_endpoint);
+        else if (kvc_default_endpoint(d.run_dir, kvd_ep, sizeof kvd_ep)) {
+            ds4_err("kvd's default endpoint does not fit: use --kvd-endpoint or --no-kvd");
+            goto out;
+        }
+    }
     if (!eng_backend_find(o.backend)) {
         ds4_err("no backend named \"%s\" in this build", o.backend);
         goto out;
@@ -226,6 +270,16 @@ int main(int argc, char **argv)
         .trace = o.trace,
         .instance = d.opt.instance,
         .no_weights_manifest = o.no_weights_manifest,
+        .kvd_endpoint = o.no_kvd ? NULL : kvd_ep,
+        .kv_cross_quant = o.kv_cross_quant,
+        .kv_min_tokens = (uint32_t)o.kv_min_tokens,
+        .kv_align = (uint32_t)o.kv_align,
+        .kv_trim = (uint32_t)o.kv_trim,
+        .kv_periodic = (uint32_t)o.kv_periodic,
+        .kv_cold_max = (uint32_t)o.kv_cold_max,
+        .kv_lookup_timeout_ms = o.kv_lookup_timeout_ms,
+        .kv_put_timeout_ms = o.kv_put_timeout_ms,
+        .kv_queue = (uint32_t)o.kv_save_queue,
     };
     if (eng_service_init(&svc, &so, &d.stats, err, sizeof err)) {
         ds4_err("cannot start: %s", err);
