@@ -6,6 +6,7 @@
  *             [--decode-ctx 1024,8192,32768] [--steps K] [--repeats R]
  *             [--chunk C] [--exact] [--seed S] [--csv FILE] [--no-bw]
  *             [--bw-mb M] [--sessions 8,...] [--profile]
+ *             [--restore-ctx X [--restore-dir DIR]]
  *
  * --dims full (default): DeepSeek V4 Flash widths (hidden 4096, 64 heads of
  * 512, 256 experts of 2048, vocab 129280) in ds4's q2 layout (routed
@@ -21,7 +22,13 @@
  * served decode step does); the median step gives tok/s. Bytes read per
  * decoded token (weights touched + KV at X, engined/eng_cost) over the
  * streaming-read bandwidth measured in the same run give the bound and the
- * achieved fraction. --profile: after the timed runs, one more prefill of
+ * achieved fraction. --restore-ctx X: KV restore versus prefill (SPEC 7,
+ * issue 7): prefill X tokens, save the sequence's device state (what a kvd
+ * checkpoint holds), write it to a file in DIR (default /tmp) with fsync,
+ * drop the file from the page cache, then time reading it back, checking
+ * its checksum (hash64, as kvd does) and loading it into a new sequence on
+ * the device; the restored sequence's next logits are compared with the
+ * original's. --profile: after the timed runs, one more prefill of
  * each size and K more decode steps at each context with every launch
  * waited for and timed (eng_fwd profiling), printed as shares per kernel
  * family (attention, compressor, indexer, MoE, dense GEMMs, mHC, head,
@@ -35,13 +42,16 @@
  * Human-readable lines on stdout; --csv writes one row per measurement.
  * Exit status: 0 done, 1 engine error, 2 device error, 64 usage. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/dsv4_mkmodel.h"
+#include "common/hash.h"
 #include "common/util.h"
 #include "engined/eng_bw.h"
 #include "engined/eng_cl.h"
@@ -61,6 +71,8 @@ typedef struct bench_opts {
     int exact, no_bw, profile;
     uint32_t bw_mb;
     uint32_t sessions[MAX_LIST], n_sessions;
+    uint32_t restore_ctx;
+    const char *restore_dir;
     uint64_t seed;
     const char *csv;
 } bench_opts;
@@ -72,7 +84,8 @@ static int usage(void)
             "[--decode-ctx LIST]\n"
             "                 [--steps K] [--repeats R] [--chunk C] [--exact] "
             "[--seed S] [--csv FILE] [--no-bw] [--bw-mb M]\n"
-            "                 [--sessions LIST] [--profile]\n"
+            "                 [--sessions LIST] [--profile] [--restore-ctx X] "
+            "[--restore-dir DIR]\n"
             "LIST: comma-separated token counts (empty string: none)\n");
     return 64;
 }
@@ -165,7 +178,11 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             uint32_t s;
             bad = parse_u32(v, &s, UINT32_MAX);
             o->seed = s;
-        } else if (strcmp(a, "--sessions") == 0)
+        } else if (strcmp(a, "--restore-ctx") == 0)
+            bad = parse_u32(v, &o->restore_ctx, 1u << 22) || o->restore_ctx == 0;
+        else if (strcmp(a, "--restore-dir") == 0)
+            o->restore_dir = v;
+        else if (strcmp(a, "--sessions") == 0)
             bad = parse_list(v, o->sessions, &o->n_sessions);
         else if (strcmp(a, "--bw-mb") == 0)
             bad = parse_u32(v, &o->bw_mb, 1u << 20) || o->bw_mb == 0;
@@ -288,6 +305,90 @@ static void print_profile(eng_fwd *f, const char *what)
     eng_fwd_profile_reset(f);
 }
 
+/* Prefill X tokens vs restoring the same state from a file (see above). */
+static int bench_restore(eng_fwd *f, const bench_opts *o, uint32_t layers, const int32_t *ids,
+                         char *err, size_t errlen)
+{
+    uint32_t X = o->restore_ctx, V = eng_fwd_hparams(f)->n_vocab;
+    eng_fwd_seq *a = NULL, *b = NULL;
+    float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+    uint64_t bytes = eng_fwd_state_blob_bytes(f, X);
+    void *blob = malloc(bytes), *back = malloc(bytes);
+    char path[512];
+    snprintf(path, sizeof path, "%.400s/ds4-bench-restore-%d.kv",
+             o->restore_dir ? o->restore_dir : "/tmp", (int)getpid());
+    int rc = -1, fd = -1;
+    if (!la || !lb || !blob || !back) {
+        snprintf(err, errlen, "out of memory for a %llu-byte state", (unsigned long long)bytes);
+        goto out;
+    }
+    if (eng_fwd_seq_new(f, &a, err, errlen) || eng_fwd_seq_new(f, &b, err, errlen))
+        goto out;
+    uint64_t t0 = ds4_now_ns();
+    if (eng_fwd_eval(a, ids, X, o->chunk, NULL, err, errlen) || eng_fwd_logits(a, la, err, errlen))
+        goto out;
+    uint64_t t1 = ds4_now_ns();
+    if (eng_fwd_state_save(a, blob, err, errlen))
+        goto out;
+    uint64_t sum = ds4_hash64(blob, bytes, 0);
+    uint64_t t2 = ds4_now_ns();
+    fd = open(path, O_CREAT | O_TRUNC | O_RDWR, 0600);
+    if (fd < 0 || write(fd, blob, bytes) != (ssize_t)bytes || fsync(fd)) {
+        snprintf(err, errlen, "%.400s: %.200s", path, strerror(errno));
+        goto out;
+    }
+    uint64_t t3 = ds4_now_ns();
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); /* read it back from the disk */
+    memset(back, 0, bytes);
+    uint64_t t4 = ds4_now_ns();
+    if (pread(fd, back, bytes, 0) != (ssize_t)bytes) {
+        snprintf(err, errlen, "%.400s: short read: %.200s", path, strerror(errno));
+        goto out;
+    }
+    uint64_t t5 = ds4_now_ns();
+    if (ds4_hash64(back, bytes, 0) != sum) {
+        snprintf(err, errlen, "%.400s: checksum mismatch after the round trip", path);
+        goto out;
+    }
+    uint64_t t6 = ds4_now_ns();
+    if (eng_fwd_state_load(b, X, back, err, errlen))
+        goto out;
+    uint64_t t7 = ds4_now_ns();
+    /* one more token on both: the restored sequence must continue alike */
+    int32_t next = ids[X];
+    if (eng_fwd_eval(a, &next, 1, 1, la, err, errlen) || eng_fwd_eval(b, &next, 1, 1, lb, err, errlen))
+        goto out;
+    double maxd = 0;
+    for (uint32_t v = 0; v < V; v++)
+        maxd = fmax(maxd, fabs((double)la[v] - lb[v]));
+    double prefill = (t1 - t0) / 1e9, rd = (t5 - t4) / 1e9, ck = (t6 - t5) / 1e9,
+           ld = (t7 - t6) / 1e9, restore = rd + ck + ld;
+    char b1[32];
+    printf("restore of %u tokens: state %s (%.1f KiB/token); prefill %.3f s; save %.3f s, "
+           "write+fsync %.3f s; restore %.3f s (read %.3f, checksum %.3f, load %.3f) = %.0fx "
+           "faster than prefill; next-token logits max |diff| %.3g\n",
+           X, eng_fmt_bytes(bytes, b1, sizeof b1), bytes / 1024.0 / X, prefill, (t2 - t1) / 1e9,
+           (t3 - t2) / 1e9, restore, rd, ck, ld, prefill / restore, maxd);
+    csv_row("restore", layers, X, restore, X / restore, (double)bytes / X, 0, prefill / restore, 0);
+    if (maxd != 0) {
+        snprintf(err, errlen, "restored sequence diverges (max |diff| %g)", maxd);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (fd >= 0) {
+        close(fd);
+        unlink(path);
+    }
+    eng_fwd_seq_free(a);
+    eng_fwd_seq_free(b);
+    free(la);
+    free(lb);
+    free(blob);
+    free(back);
+    return rc ? 1 : 0;
+}
+
 /* B sessions prefilled to X (one prefill, copied), then batched steps. */
 static int bench_batch(eng_fwd *f, eng_cl *cl, const bench_opts *o, uint32_t layers,
                        const int32_t *ids, uint32_t X, uint32_t B, double single_tok_s,
@@ -386,6 +487,8 @@ int main(int argc, char **argv)
         max_ctx = need > max_ctx ? need : max_ctx;
     }
 
+    if (o.restore_ctx + 2 > max_ctx)
+        max_ctx = o.restore_ctx + 2;
     eng_model *m = eng_model_virtual(&hp);
     eng_plan plan;
     eng_plan_opts po = {0};
@@ -570,6 +673,8 @@ int main(int argc, char **argv)
             status = bench_batch(f, &cl, &o, hp.n_layer, ids, X, o.sessions[bi], 1.0 / step,
                                  err, sizeof err);
     }
+    if (!status && o.restore_ctx)
+        status = bench_restore(f, &o, hp.n_layer, ids, err, sizeof err);
     if (status)
         fprintf(stderr, "ds4-bench: %s\n", err);
     free(ids);

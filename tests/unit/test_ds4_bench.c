@@ -59,7 +59,7 @@ int main(void)
     snprintf(csv, sizeof csv, "/tmp/test_ds4_bench_%d.csv", (int)getpid());
     snprintf(cmd, sizeof cmd,
              "%s --dims test --layers 6 --prefill 32,70 --decode-ctx 40,140 --steps 2 "
-             "--repeats 1 --bw-mb 64 --sessions 3 --profile --csv %s > /tmp/test_ds4_bench_%d.out 2>&1",
+             "--repeats 1 --bw-mb 64 --sessions 3 --profile --restore-ctx 150 --csv %s > /tmp/test_ds4_bench_%d.out 2>&1",
              bin, csv, (int)getpid());
     int rc = run(cmd);
     CHECKF(rc == 0, "ds4-bench exited %d", rc);
@@ -72,7 +72,7 @@ int main(void)
     eng_model *m = eng_model_virtual(&mo.hp);
     FILE *f = fopen(csv, "r");
     CHECK(f != NULL);
-    int prefill = 0, decode = 0, batch = 0;
+    int prefill = 0, decode = 0, batch = 0, restore = 0;
     if (f) {
         char line[512];
         CHECK(fgets(line, sizeof line, f) && strncmp(line, "kind,layers,tokens,", 19) == 0);
@@ -91,6 +91,11 @@ int main(void)
                 prefill++;
                 CHECK(tokens == 32 || tokens == 70);
                 CHECK(fabs(tps * med - tokens) < 1e-3 * tokens);
+            } else if (strcmp(kind, "restore") == 0) {
+                /* restored state continued bit-identically (else the tool
+                 * exits non-zero), its size per token and speed-up shown */
+                restore++;
+                CHECK(tokens == 150 && bytes > 0 && frac > 0 && isfinite(frac));
             } else if (strcmp(kind, "decode_batch") == 0) {
                 batch++;
                 CHECK(tokens == 40 || tokens == 140);
@@ -110,7 +115,7 @@ int main(void)
         }
         fclose(f);
     }
-    CHECK(prefill == 2 && decode == 2 && batch == 2);
+    CHECK(prefill == 2 && decode == 2 && batch == 2 && restore == 1);
     /* --profile: a family table per prefill size and decode context, whose
      * shares add up to 100 % */
     snprintf(cmd, sizeof cmd, "/tmp/test_ds4_bench_%d.out", (int)getpid());
