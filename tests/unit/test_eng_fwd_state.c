@@ -435,22 +435,49 @@ static void test_backend(const char *path)
           row_err(lg + V, l2, V, &am) <= TOL_INC && am == 1);
     ops->session_free(y2);
 
-    /* the state budget: sessions past it are refused */
+    /* an empty session round-trips; it then evaluates like a fresh one */
+    eng_session *e0 = NULL, *e1 = NULL;
+    CHECK(ops->session_new(b, &e0, err, sizeof err) == 0 &&
+          ops->snapshot(e0, &blob, &len, err, sizeof err) == 0);
+    CHECK(ops->restore(b, blob, len, &e1, err, sizeof err) == 0 && e1 &&
+          ops->session_len(e1) == 0 && ops->session_logits(e1) == NULL);
+    free(blob);
+    if (e0 && e1) {
+        eng_session *pair[2] = {e0, e1};
+        lockstep(ops, pair, 2, ids, 5, V, "empty snapshot");
+    }
+    ops->session_free(e0);
+    ops->session_free(e1);
+
+    /* the state budget: sessions past it are refused; a snapshot longer
+     * than this backend's context is refused */
     uint64_t per = ops->session_bytes(a);
     eng_backend_opts o2 = o;
     o2.state_budget = per * 5 / 2;
+    o2.max_ctx = 100;
     eng_backend *b2 = NULL;
     CHECKF(ops->open(&o2, &b2, err, sizeof err) == 0, "%s", err);
+    if (b2 && ops->snapshot(a, &blob, &len, err, sizeof err) == 0) {
+        eng_session *z2 = NULL;
+        CHECK(ops->restore(b2, blob, len, &z2, err, sizeof err) == -1 && !z2 &&
+              eng_backend_errcode() == ENG_E_CONTEXT);
+        free(blob);
+    }
     if (b2) {
-        eng_session *s1 = NULL, *s2 = NULL, *s3 = NULL;
-        CHECK(ops->session_new(b2, &s1, err, sizeof err) == 0);
-        CHECK(ops->session_new(b2, &s2, err, sizeof err) == 0);
-        CHECK(ops->session_new(b2, &s3, err, sizeof err) == -1 && !s3 &&
-              eng_backend_errcode() == ENG_E_NOMEM);
-        ops->session_free(s1);
-        CHECK(ops->session_new(b2, &s3, err, sizeof err) == 0);
-        ops->session_free(s2);
-        ops->session_free(s3);
+        /* sessions of b2 are smaller (shorter context): as many as fit */
+        eng_session *ss[8] = {0};
+        int n = 0;
+        while (n < 8 && ops->session_new(b2, &ss[n], err, sizeof err) == 0)
+            n++;
+        uint64_t per2 = n ? ops->session_bytes(ss[0]) : 1;
+        CHECKF(n == (int)(o2.state_budget / per2) && n >= 2 && n < 8 &&
+               eng_backend_errcode() == ENG_E_NOMEM && strstr(err, "budget"),
+               "%d sessions within a budget of %llu (%llu each)", n,
+               (unsigned long long)o2.state_budget, (unsigned long long)per2);
+        ops->session_free(ss[0]);
+        CHECK(ops->session_new(b2, &ss[0], err, sizeof err) == 0);
+        for (int i = 0; i < n; i++)
+            ops->session_free(ss[i]);
         ops->close(b2);
     }
 out:
