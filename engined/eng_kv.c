@@ -2,10 +2,12 @@
  * (see eng_kv.h). */
 #include "eng_kv.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/gguf.h"
 #include "common/hash.h"
@@ -92,6 +94,16 @@ static void item_free(kv_item *it)
     free(it);
 }
 
+/* kvd is certainly not running: its ipc:// socket file does not exist (a
+ * connect would only wait for the deadline). tcp:// endpoints: unknown. */
+static int kvd_absent(const eng_kv *k)
+{
+    if (strncmp(k->endpoint, "ipc://", 6) != 0)
+        return 0;
+    struct stat st;
+    return stat(k->endpoint + 6, &st) != 0 && errno == ENOENT;
+}
+
 /* ---- writer thread ------------------------------------------------------------ */
 
 static void *writer_main(void *arg)
@@ -113,7 +125,7 @@ static void *writer_main(void *arg)
         k->busy = 1;
         pthread_mutex_unlock(&k->mu);
         uint64_t now = ds4_now_ns();
-        if (now < down_until) {
+        if (now < down_until || kvd_absent(k)) {
             stat_add(k, DS4S_ENG_kv_save_drops, 1);
             ds4_debug("kvd is down: %s checkpoint of %u tokens dropped", it->reason, it->n);
         } else {
@@ -252,7 +264,13 @@ static int src_lookup(void *ud, const char *fingerprint, const int32_t *ids, uin
     memset(&f, 0, sizeof f);
     char err[256] = "";
     stat_add(k, DS4S_ENG_kv_lookups, 1);
-    int rc = kvc_lookup(k->lc, ids, n, &q, &f, err, sizeof err);
+    int rc;
+    if (kvd_absent(k)) {
+        snprintf(err, sizeof err, "kvd is not running (no %s)", k->endpoint + 6);
+        rc = -1;
+    } else {
+        rc = kvc_lookup(k->lc, ids, n, &q, &f, err, sizeof err);
+    }
     uint64_t t1 = ds4_now_ns();
     stat_add(k, DS4S_ENG_kv_lookup_ns, t1 - t0);
     if (rc < 0) {

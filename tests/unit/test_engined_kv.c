@@ -8,7 +8,8 @@
  *   (b) a restarted engined (no resident sessions) serves prompts that
  *       extend checkpointed ones with cached_tokens from kvd;
  *   (d) an engined on another model (other fingerprint) never uses them;
- *   (c) kvd down: jobs still succeed, promptly, and the failure is counted.
+ *   (c) kvd stuck (SIGSTOP) or down: jobs still succeed, promptly, and the
+ *       failure is counted.
  * DS4_TEST_BACKEND=cl runs it on the OpenCL backend. */
 #include <math.h>
 #include <stdio.h>
@@ -173,6 +174,7 @@ int main(void)
     CHECKF(cached == COLD, "cached_tokens %lld, want %d", (long long)cached, COLD);
     CHECK(nv == nv2);
     double dd = max_abs_diff(fresh, rest, nv);
+    printf("%s: restored vs fresh logits, max |diff| %g\n", t_backend(), dd);
     CHECKF(dd <= tol, "restored vs fresh logits differ by %g (tolerance %g)", dd, tol);
     CHECK(t_counter(sock, "kv_restores") == 1 && t_counter(sock, "kv_hits") == 1);
     CHECK(t_counter(sock, "kv_restore_failures") == 0);
@@ -235,6 +237,22 @@ int main(void)
     zmq_close(sock);
     CHECK(t_daemon_signal_wait(&d2, SIGTERM, 30000) == 0);
     t_daemon_cleanup(&d2);
+
+    /* (c) kvd stuck (SIGSTOP): the lookup passes its deadline, the job is
+     * prefilled in full and succeeds */
+    int32_t p6[NP];
+    t_prompt(p6, NP, 6);
+    CHECK(t_daemon_start(&d, &d, KVARGS, NULL) == 0);
+    sock = t_connect(ctx, &d);
+    CHECK(sock != NULL);
+    CHECK(kill(kv.pid, SIGSTOP) == 0);
+    CHECK(run_gen(sock, &st, p6, NP, 120000) == 0);
+    CHECK(t_usage(&st, "cached_tokens") == 0);
+    t_stream_free(&st);
+    CHECK(t_counter(sock, "kv_lookup_errors") == 1);
+    CHECK(kill(kv.pid, SIGCONT) == 0);
+    zmq_close(sock);
+    CHECK(t_daemon_signal_wait(&d, SIGTERM, 30000) == 0);
 
     /* (c) kvd down: jobs succeed without it, promptly */
     CHECK(kvd_stop(&kv) == 0);
