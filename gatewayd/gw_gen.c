@@ -393,6 +393,23 @@ void gw_gen_complete(gw_gen *g, const char *ef, uint64_t prompt_tokens, uint64_t
     }
 }
 
+void gw_gen_timings_comment(gw_gen *g)
+{
+    if (!g->cx->test_mode || !json_is_object(g->timings))
+        return;
+    json_t *t = json_deep_copy(g->timings);
+    if (g->first_token_ns)
+        json_object_set_new(t, "gw_ttft_ms", json_real((double)(g->first_token_ns - g->start_ns) / 1e6));
+    char *s = json_dumps(t, JSON_COMPACT);
+    json_decref(t);
+    if (s) {
+        gw_buf_puts(&g->sse, ": ds4-timings ");
+        gw_buf_puts(&g->sse, s);
+        gw_buf_puts(&g->sse, "\n\n");
+        free(s);
+    }
+}
+
 /* ---- setup --------------------------------------------------------------- */
 
 void gw_gen_init(gw_gen *g, gw_ctx *cx, gw_req *req, const gw_api_ops *ops,

@@ -213,6 +213,10 @@ void gw_gen_on_accepted(gw_gen *g, uint64_t cached);
 /* Feed text/ids of one GEN_EVENT (exposed for the unit tests, which drive
  * the parsing without an engine). */
 void gw_gen_feed_ids(gw_gen *g, const int32_t *ids, size_t n, json_t *logprobs);
+/* Test mode only: the engine's GEN_DONE timings and the gateway's own
+ * time to first token as one SSE comment, ": ds4-timings {json}" (ignored
+ * by SSE clients; ds4-gwbench subtracts them from what it observes). */
+void gw_gen_timings_comment(gw_gen *g);
 /* Complete the stream as GEN_DONE would (exposed for tests). */
 void gw_gen_complete(gw_gen *g, const char *engine_finish, uint64_t prompt_tokens,
                      uint64_t cached, uint64_t completion);

@@ -573,6 +573,7 @@ static void chat_end(gw_gen *g)
                                   "chat.completion.chunk", "created", (json_int_t)g->created, "model",
                                   g->req->model ? g->req->model : g->cx->model_name, "choices",
                                   "usage", gw_usage_openai(g)));
+        gw_gen_timings_comment(g);
     }
     gw_sse_done(&g->sse);
 }
@@ -690,6 +691,7 @@ static void cmpl_end(gw_gen *g)
                                            "text_completion", "created", (json_int_t)g->created,
                                            "model", g->req->model ? g->req->model : g->cx->model_name,
                                            "choices", "usage", gw_usage_openai(g)));
+        gw_gen_timings_comment(g);
     }
     gw_sse_done(&g->sse);
 }

@@ -16,6 +16,7 @@
  * connection is closed, which makes the gateway cancel the job) and returns
  * to the prompt; at the prompt Ctrl-D or /quit leaves. */
 #include "daemon.h"
+#include "http_client.h"
 #include "log.h"
 #include "opts.h"
 #include "shm.h"
@@ -96,409 +97,6 @@ static void cfg_table(struct cfg *c, struct ds4_opt *t)
 }
 #define CFG_TABLE_N 24
 
-/* ---- growable byte buffer ------------------------------------------------- */
-
-typedef struct {
-    char *p;
-    size_t n, cap;
-} buf_t;
-
-static void buf_add(buf_t *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        b->p = ds4_xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void buf_adds(buf_t *b, const char *s) { buf_add(b, s, strlen(s)); }
-static void buf_free(buf_t *b) { free(b->p), memset(b, 0, sizeof *b); }
-static void buf_clear(buf_t *b)
-{
-    b->n = 0;
-    if (b->p)
-        b->p[0] = 0;
-}
-
-/* ---- HTTP/1.1 client (plain sockets, one request per connection) ---------- */
-
-enum { NET_EOF = 0, NET_ERR = -1, NET_INTR = -2, NET_TIMEOUT = -3, NET_TRUNC = -4 };
-
-typedef struct {
-    int fd;
-    char raw[65536];
-    size_t beg, end;
-    int status;
-    int chunked;
-    long long clen; /* -1: until EOF */
-    long long left; /* bytes left in the current chunk / body */
-    int cstate;     /* chunked: 0 size line, 1 data, 2 CRLF after data, 3 trailer */
-    int done;
-    int timeout_ms; /* idle bound */
-    char ctype[128];
-} http_resp;
-
-/* Read more raw bytes; poll in short slices so Ctrl-C is noticed. */
-static int net_fill(http_resp *r)
-{
-    if (r->beg > 0 && r->beg == r->end)
-        r->beg = r->end = 0;
-    if (r->end == sizeof r->raw) {
-        if (r->beg == 0)
-            return NET_ERR; /* a line longer than the buffer */
-        memmove(r->raw, r->raw + r->beg, r->end - r->beg);
-        r->end -= r->beg;
-        r->beg = 0;
-    }
-    int waited = 0;
-    for (;;) {
-        if (g_sigint)
-            return NET_INTR;
-        struct pollfd pf = {r->fd, POLLIN, 0};
-        int pr = poll(&pf, 1, 100);
-        if (pr < 0 && errno != EINTR)
-            return NET_ERR;
-        if (pr <= 0) {
-            waited += 100;
-            if (r->timeout_ms > 0 && waited >= r->timeout_ms)
-                return NET_TIMEOUT;
-            continue;
-        }
-        ssize_t n = read(r->fd, r->raw + r->end, sizeof r->raw - r->end);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        if (n < 0)
-            return NET_ERR;
-        r->end += (size_t)n;
-        return n == 0 ? NET_EOF : (int)n;
-    }
-}
-
-/* Index of the end of the line starting at beg ('\n'), or -1. */
-static long find_nl(const http_resp *r)
-{
-    const char *p = memchr(r->raw + r->beg, '\n', r->end - r->beg);
-    return p ? (long)(p - r->raw) : -1;
-}
-
-/* Case-insensitive "Name:" prefix; returns the value (spaces skipped). */
-static const char *hdr_value(const char *line, const char *name)
-{
-    size_t n = strlen(name);
-    if (strncasecmp(line, name, n) || line[n] != ':')
-        return NULL;
-    line += n + 1;
-    while (*line == ' ' || *line == '\t')
-        line++;
-    return line;
-}
-
-/* Read and parse the status line and headers. 0 or a NET_ code. */
-static int http_read_head(http_resp *r)
-{
-    const char *end;
-    for (;;) {
-        end = memmem(r->raw, r->end, "\r\n\r\n", 4);
-        if (end)
-            break;
-        if (r->end == sizeof r->raw)
-            return NET_ERR;
-        int rc = net_fill(r);
-        if (rc <= 0)
-            return rc == NET_EOF ? NET_TRUNC : rc;
-    }
-    size_t hlen = (size_t)(end - r->raw) + 4;
-    char *head = ds4_xmalloc(hlen + 1);
-    memcpy(head, r->raw, hlen);
-    head[hlen] = 0;
-    r->beg = hlen;
-    r->clen = -1;
-    int ok = sscanf(head, "HTTP/1.%*d %d", &r->status) == 1;
-    for (char *save = NULL, *l = strtok_r(head, "\r\n", &save); l; l = strtok_r(NULL, "\r\n", &save)) {
-        const char *v;
-        if ((v = hdr_value(l, "Content-Length")))
-            r->clen = strtoll(v, NULL, 10);
-        else if ((v = hdr_value(l, "Transfer-Encoding")))
-            r->chunked = strcasestr(v, "chunked") != NULL;
-        else if ((v = hdr_value(l, "Content-Type")))
-            snprintf(r->ctype, sizeof r->ctype, "%s", v);
-    }
-    free(head);
-    if (!ok || r->clen < -1)
-        return NET_ERR;
-    r->left = r->clen;
-    if (r->chunked)
-        r->clen = -1;
-    return 0;
-}
-
-/* Decoded body bytes into out: > 0 bytes, 0 at the end of the body, or a
- * NET_ code (NET_TRUNC: the connection ended inside the body). */
-static long http_body_read(http_resp *r, char *out, size_t cap)
-{
-    for (;;) {
-        if (r->done)
-            return 0;
-        size_t avail = r->end - r->beg;
-        if (!r->chunked) {
-            if (r->clen >= 0 && r->left == 0) {
-                r->done = 1;
-                return 0;
-            }
-            if (avail) {
-                size_t n = avail < cap ? avail : cap;
-                if (r->clen >= 0 && (long long)n > r->left)
-                    n = (size_t)r->left;
-                memcpy(out, r->raw + r->beg, n);
-                r->beg += n;
-                if (r->clen >= 0)
-                    r->left -= (long long)n;
-                return (long)n;
-            }
-        } else if (r->cstate == 1 && avail) {
-            size_t n = avail < cap ? avail : cap;
-            if ((long long)n > r->left)
-                n = (size_t)r->left;
-            memcpy(out, r->raw + r->beg, n);
-            r->beg += n;
-            r->left -= (long long)n;
-            if (r->left == 0)
-                r->cstate = 2;
-            return (long)n;
-        } else if (r->cstate != 1) {
-            long nl = find_nl(r);
-            if (nl >= 0) {
-                char line[128];
-                size_t len = (size_t)nl - r->beg;
-                snprintf(line, sizeof line, "%.*s", (int)(len < 127 ? len : 127), r->raw + r->beg);
-                r->beg = (size_t)nl + 1;
-                if (r->cstate == 2) { /* the CRLF after a chunk's data */
-                    if (line[0] && strcmp(line, "\r"))
-                        return NET_ERR;
-                    r->cstate = 0;
-                } else if (r->cstate == 0) {
-                    char *e;
-                    errno = 0;
-                    long long sz = strtoll(line, &e, 16);
-                    if (e == line || errno || sz < 0)
-                        return NET_ERR;
-                    if (sz == 0)
-                        r->cstate = 3;
-                    else
-                        r->cstate = 1, r->left = sz;
-                } else if (!line[0] || !strcmp(line, "\r")) { /* end of trailer */
-                    r->done = 1;
-                    return 0;
-                }
-                continue;
-            }
-        }
-        int rc = net_fill(r);
-        if (rc == NET_EOF) {
-            if ((!r->chunked && r->clen < 0) || (r->chunked && r->cstate == 3)) {
-                r->done = 1;
-                return 0;
-            }
-            return NET_TRUNC;
-        }
-        if (rc < 0)
-            return rc;
-    }
-}
-
-/* Connect to host:port (loopback or not), bounded by timeout. -1 + err. */
-static int net_connect(const char *host, int port, char *err, size_t errlen)
-{
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    int rc = getaddrinfo(host, ps, &hints, &ai);
-    if (rc) {
-        ds4_seterr(err, errlen, "%s: %s", host, gai_strerror(rc));
-        return -1;
-    }
-    int fd = -1, e = 0;
-    for (struct addrinfo *a = ai; a; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-        if (fd < 0)
-            continue;
-        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
-            break;
-        e = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(ai);
-    if (fd < 0)
-        ds4_seterr(err, errlen, "cannot connect to %s:%d: %s (is the stack running? "
-                   "scripts/ds4-up.sh status)", host, port, strerror(e ? e : ECONNREFUSED));
-    return fd;
-}
-
-/* Write everything (the peer may close early: EPIPE is an error, not a
- * signal, since SIGPIPE is ignored). */
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Send one request and read the response head into r. 0 or -1 + err. */
-static int http_request(const struct cfg *c, const char *method, const char *path,
-                        const char *body, http_resp *r, char *err, size_t errlen)
-{
-    memset(r, 0, sizeof *r);
-    r->fd = net_connect(c->host, c->port, err, errlen);
-    if (r->fd < 0)
-        return -1;
-    r->timeout_ms = c->timeout_s > 0 ? c->timeout_s * 1000 : 0;
-    buf_t req = {0};
-    char line[512];
-    snprintf(line, sizeof line, "%s %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: ds4-cli\r\n"
-             "Connection: close\r\n", method, path, c->host, c->port);
-    buf_adds(&req, line);
-    if (c->api_key && *c->api_key) {
-        buf_adds(&req, "Authorization: Bearer ");
-        buf_adds(&req, c->api_key);
-        buf_adds(&req, "\r\n");
-    }
-    if (body) {
-        snprintf(line, sizeof line, "Content-Type: application/json\r\n"
-                 "Accept: text/event-stream\r\nContent-Length: %zu\r\n", strlen(body));
-        buf_adds(&req, line);
-    }
-    buf_adds(&req, "\r\n");
-    if (body)
-        buf_adds(&req, body);
-    int rc = write_all(r->fd, req.p, req.n);
-    buf_free(&req);
-    if (rc == 0)
-        rc = http_read_head(r);
-    if (rc < 0) {
-        ds4_seterr(err, errlen, rc == NET_INTR ? "interrupted"
-                   : rc == NET_TIMEOUT ? "no answer from %s:%d" : "bad or no HTTP response from %s:%d",
-                   c->host, c->port);
-        close(r->fd);
-        r->fd = -1;
-        return rc == NET_INTR ? NET_INTR : -1;
-    }
-    return 0;
-}
-
-/* The rest of the body (bounded), for errors and small responses. */
-static int http_slurp(http_resp *r, buf_t *out, size_t max)
-{
-    char tmp[8192];
-    long n;
-    while ((n = http_body_read(r, tmp, sizeof tmp)) > 0) {
-        if (out->n + (size_t)n > max)
-            return NET_ERR;
-        buf_add(out, tmp, (size_t)n);
-    }
-    return (int)n;
-}
-
-/* "message (type)" from an OpenAI or Anthropic error body, else the text. */
-static void error_text(const char *body, char *out, size_t len)
-{
-    json_t *j = json_loads(body, 0, NULL);
-    json_t *e = json_object_get(j, "error");
-    const char *msg = json_string_value(json_object_get(e, "message"));
-    const char *type = json_string_value(json_object_get(e, "type"));
-    if (!msg && json_is_string(e))
-        msg = json_string_value(e);
-    if (msg)
-        snprintf(out, len, "%s%s%s%s", msg, type ? " (" : "", type ? type : "", type ? ")" : "");
-    else
-        snprintf(out, len, "%.300s", body);
-    json_decref(j);
-}
-
-/* ---- SSE parsing ----------------------------------------------------------- */
-
-/* Called for each complete event; nonzero stops the stream. */
-typedef int (*sse_cb)(void *ud, const char *event, const char *data, size_t len);
-
-typedef struct {
-    buf_t line, data;
-    char event[64];
-    int have_data, last_cr, comments;
-    sse_cb cb;
-    void *ud;
-} sse_parser;
-
-/* One complete line (without its terminator). */
-static int sse_line(sse_parser *p, const char *l, size_t n)
-{
-    if (n == 0) { /* dispatch */
-        int rc = 0;
-        if (p->have_data)
-            rc = p->cb(p->ud, p->event[0] ? p->event : "message", p->data.p ? p->data.p : "",
-                       p->data.n);
-        buf_clear(&p->data);
-        p->have_data = 0;
-        p->event[0] = 0;
-        return rc;
-    }
-    if (l[0] == ':') {
-        p->comments++;
-        return 0;
-    }
-    const char *colon = memchr(l, ':', n);
-    size_t fl = colon ? (size_t)(colon - l) : n;
-    const char *v = colon ? colon + 1 : l + n;
-    size_t vl = colon ? n - fl - 1 : 0;
-    if (vl && *v == ' ')
-        v++, vl--;
-    if (fl == 4 && !memcmp(l, "data", 4)) {
-        if (p->have_data)
-            buf_add(&p->data, "\n", 1);
-        buf_add(&p->data, v, vl);
-        p->have_data = 1;
-    } else if (fl == 5 && !memcmp(l, "event", 5)) {
-        snprintf(p->event, sizeof p->event, "%.*s", (int)(vl < 63 ? vl : 63), v);
-    }
-    return 0;
-}
-
-/* Feed raw bytes; lines end with \n, \r\n or \r. Nonzero: a callback
- * asked to stop (its value), or -1 for a line over 64 MiB. */
-static int sse_feed(sse_parser *p, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '\n' && p->last_cr) {
-            p->last_cr = 0;
-            continue;
-        }
-        p->last_cr = ch == '\r';
-        if (ch == '\n' || ch == '\r') {
-            int rc = sse_line(p, p->line.p ? p->line.p : "", p->line.n);
-            buf_clear(&p->line);
-            if (rc)
-                return rc;
-            continue;
-        }
-        if (p->line.n >= (64u << 20))
-            return -1;
-        buf_add(&p->line, &ch, 1);
-    }
-    return 0;
-}
-
 /* ---- terminal output ------------------------------------------------------- */
 
 #define DIM "\033[2m"
@@ -507,7 +105,7 @@ static int sse_feed(sse_parser *p, const char *s, size_t n)
 /* What one streamed answer produced. */
 struct turn {
     const struct cfg *c;
-    buf_t content, reasoning;
+    hc_buf content, reasoning;
     json_t *tool_calls; /* array of {id, name, arguments} by index */
     char finish[32];
     int done, got_chunk, out_state; /* 0 nothing yet, 1 reasoning, 2 content */
@@ -580,18 +178,18 @@ static void merge_tool_call(struct turn *t, json_t *d)
     if (id)
         json_object_set_new(tc, "id", json_string(id));
     if (name) {
-        buf_t b = {0};
-        buf_adds(&b, json_string_value(json_object_get(tc, "name")));
-        buf_adds(&b, name);
+        hc_buf b = {0};
+        hc_buf_adds(&b, json_string_value(json_object_get(tc, "name")));
+        hc_buf_adds(&b, name);
         json_object_set_new(tc, "name", json_stringn(b.p, b.n));
-        buf_free(&b);
+        hc_buf_free(&b);
     }
     if (args) {
-        buf_t b = {0};
-        buf_adds(&b, json_string_value(json_object_get(tc, "arguments")));
-        buf_adds(&b, args);
+        hc_buf b = {0};
+        hc_buf_adds(&b, json_string_value(json_object_get(tc, "arguments")));
+        hc_buf_adds(&b, args);
         json_object_set_new(tc, "arguments", json_stringn(b.p, b.n));
-        buf_free(&b);
+        hc_buf_free(&b);
     }
 }
 
@@ -612,7 +210,7 @@ static int on_chat_event(void *ud, const char *event, const char *data, size_t l
     json_t *e = json_object_get(j, "error");
     if (e || !strcmp(event, "error")) {
         char *s = json_dumps(j, JSON_COMPACT);
-        error_text(s, t->err, sizeof t->err);
+        hc_error_text(s, t->err, sizeof t->err);
         free(s);
         json_decref(j);
         return 2;
@@ -625,13 +223,13 @@ static int on_chat_event(void *ud, const char *event, const char *data, size_t l
         json_string_length(v)) {
         if (!t->t_first)
             t->t_first = now_s();
-        buf_add(&t->reasoning, json_string_value(v), json_string_length(v));
+        hc_buf_add(&t->reasoning, json_string_value(v), json_string_length(v));
         show_reasoning(t, json_string_value(v), json_string_length(v));
     }
     if ((v = json_object_get(delta, "content")) && json_is_string(v) && json_string_length(v)) {
         if (!t->t_first)
             t->t_first = now_s();
-        buf_add(&t->content, json_string_value(v), json_string_length(v));
+        hc_buf_add(&t->content, json_string_value(v), json_string_length(v));
         show_content(t, json_string_value(v), json_string_length(v));
     }
     size_t i;
@@ -696,41 +294,42 @@ static int chat_turn(const struct cfg *c, json_t *messages)
     char err[512] = "";
     char *body = chat_body(c, messages);
     struct turn t = {.c = c, .t0 = now_s()};
-    http_resp *r = ds4_xmalloc(sizeof *r);
+    hc_resp *r = ds4_xmalloc(sizeof *r);
     g_sigint = 0;
-    int rc = http_request(c, "POST", "/v1/chat/completions", body, r, err, sizeof err);
+    int rc = hc_request(&(hc_target){c->host, c->port, c->api_key, c->timeout_s, NULL, &g_sigint},
+                        "POST", "/v1/chat/completions", body, r, err, sizeof err);
     free(body);
     int result = TURN_OK;
     if (rc) {
         fprintf(stderr, "ds4: %s\n", err);
         free(r);
-        return rc == NET_INTR ? TURN_INTR : TURN_ERR;
+        return rc == HC_INTR ? TURN_INTR : TURN_ERR;
     }
     if (r->status / 100 != 2) {
-        buf_t b = {0};
-        http_slurp(r, &b, 1 << 20);
-        error_text(b.p ? b.p : "", err, sizeof err);
+        hc_buf b = {0};
+        hc_slurp(r, &b, 1 << 20);
+        hc_error_text(b.p ? b.p : "", err, sizeof err);
         fprintf(stderr, "ds4: HTTP %d: %s\n", r->status, err);
-        buf_free(&b);
+        hc_buf_free(&b);
         close(r->fd);
         free(r);
         return TURN_ERR;
     }
-    sse_parser sp = {.cb = on_chat_event, .ud = &t};
+    hc_sse sp = {.cb = on_chat_event, .ud = &t};
     char tmp[16384];
     long n;
     int stop = 0;
-    while (!stop && (n = http_body_read(r, tmp, sizeof tmp)) > 0)
-        stop = sse_feed(&sp, tmp, (size_t)n);
+    while (!stop && (n = hc_body_read(r, tmp, sizeof tmp)) > 0)
+        stop = hc_sse_feed(&sp, tmp, (size_t)n);
     if (!stop && n == 0)
-        stop = sse_line(&sp, "", 0); /* an event not followed by a blank line */
+        stop = hc_sse_line(&sp, "", 0); /* an event not followed by a blank line */
     close(r->fd);
     if (t.out_state == 1 && c->color_out && !c->hide_thinking)
         fputs(OFF, stdout);
     if (t.out_state)
         fputs("\n", t.out_state == 2 || c->color_out || isatty(1) ? stdout : stderr);
     fflush(stdout);
-    if (g_sigint || n == NET_INTR) {
+    if (g_sigint || n == HC_INTR) {
         fprintf(stderr, "%s[interrupted]%s\n", c->color_err ? DIM : "", c->color_err ? OFF : "");
         result = TURN_INTR;
     } else if (t.err[0]) {
@@ -738,8 +337,8 @@ static int chat_turn(const struct cfg *c, json_t *messages)
         result = TURN_ERR;
     } else if (stop < 0 || (!t.done && !t.finish[0])) {
         fprintf(stderr, "ds4: the stream ended before the answer was complete (%s)\n",
-                n == NET_TIMEOUT ? "timeout" : stop < 0 ? "oversized event"
-                : n == NET_TRUNC ? "connection closed" : n < 0 ? "read error" : "no final event");
+                n == HC_TIMEOUT ? "timeout" : stop < 0 ? "oversized event"
+                : n == HC_TRUNC ? "connection closed" : n < 0 ? "read error" : "no final event");
         result = TURN_ERR;
     }
     if (t.tool_calls) {
@@ -765,17 +364,17 @@ static int chat_turn(const struct cfg *c, json_t *messages)
                 dt > 0 ? (double)t.completion_tokens / dt : 0.0,
                 t.finish[0] ? t.finish : "?", c->color_err ? OFF : "");
     }
-    buf_free(&t.content);
-    buf_free(&t.reasoning);
-    buf_free(&sp.line);
-    buf_free(&sp.data);
+    hc_buf_free(&t.content);
+    hc_buf_free(&t.reasoning);
+    hc_buf_free(&sp.line);
+    hc_buf_free(&sp.data);
     json_decref(t.tool_calls);
     free(r);
     return result;
 }
 
 /* Read a whole file (bounded) into b. 0 or -1 with a message printed. */
-static int read_file(const char *path, buf_t *b, size_t max)
+static int read_file(const char *path, hc_buf *b, size_t max)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -790,7 +389,7 @@ static int read_file(const char *path, buf_t *b, size_t max)
             fclose(f);
             return -1;
         }
-        buf_add(b, tmp, n);
+        hc_buf_add(b, tmp, n);
     }
     int bad = ferror(f);
     fclose(f);
@@ -801,9 +400,9 @@ static int read_file(const char *path, buf_t *b, size_t max)
 
 /* One line from stdin without stdio buffering surprises: EINTR (Ctrl-C)
  * returns -2, end of input -1 (0 with a partial line). */
-static int read_line(buf_t *line)
+static int read_line(hc_buf *line)
 {
-    buf_clear(line);
+    hc_buf_clear(line);
     for (;;) {
         char ch;
         ssize_t n = read(0, &ch, 1);
@@ -815,7 +414,7 @@ static int read_line(buf_t *line)
             return line->n ? 0 : -1;
         if (ch == '\n')
             return 0;
-        buf_add(line, &ch, 1);
+        hc_buf_add(line, &ch, 1);
     }
 }
 
@@ -833,7 +432,7 @@ static void chat_help(void)
 /* Interactive loop: returns the exit status. first: an initial prompt. */
 static int chat_loop(struct cfg *c, json_t *messages, const char *first)
 {
-    buf_t line = {0}, msg = {0}, files = {0};
+    hc_buf line = {0}, msg = {0}, files = {0};
     char *system_own = NULL;
     int interrupts = 0;
     if (isatty(0))
@@ -848,20 +447,20 @@ static int chat_loop(struct cfg *c, json_t *messages, const char *first)
             printf("%s> ", c->think == THINK_OFF ? "nothink" : c->think == THINK_MAX ? "think-max" : "");
             fflush(stdout);
         }
-        buf_clear(&msg);
+        hc_buf_clear(&msg);
         int rc;
         for (;;) { /* continuation lines */
             rc = read_line(&line);
             if (rc < 0)
                 break;
             if (line.n && line.p[line.n - 1] == '\\') {
-                buf_add(&msg, line.p, line.n - 1);
-                buf_add(&msg, "\n", 1);
+                hc_buf_add(&msg, line.p, line.n - 1);
+                hc_buf_add(&msg, "\n", 1);
                 if (isatty(0))
                     fputs("... ", stdout), fflush(stdout);
                 continue;
             }
-            buf_add(&msg, line.p ? line.p : "", line.n);
+            hc_buf_add(&msg, line.p ? line.p : "", line.n);
             break;
         }
         if (rc == -2) { /* Ctrl-C at the prompt */
@@ -893,7 +492,7 @@ static int chat_loop(struct cfg *c, json_t *messages, const char *first)
         }
         if (!strcmp(s, "/clear")) {
             json_array_clear(messages);
-            buf_clear(&files);
+            hc_buf_clear(&files);
             printf("(conversation cleared)\n");
             continue;
         }
@@ -908,35 +507,35 @@ static int chat_loop(struct cfg *c, json_t *messages, const char *first)
             const char *path = s + 6;
             while (*path == ' ')
                 path++;
-            buf_t f = {0};
+            hc_buf f = {0};
             if (read_file(path, &f, 8u << 20) == 0) {
-                buf_adds(&files, "File ");
-                buf_adds(&files, path);
-                buf_adds(&files, ":\n```\n");
-                buf_add(&files, f.p ? f.p : "", f.n);
-                buf_adds(&files, f.n && f.p[f.n - 1] == '\n' ? "```\n\n" : "\n```\n\n");
+                hc_buf_adds(&files, "File ");
+                hc_buf_adds(&files, path);
+                hc_buf_adds(&files, ":\n```\n");
+                hc_buf_add(&files, f.p ? f.p : "", f.n);
+                hc_buf_adds(&files, f.n && f.p[f.n - 1] == '\n' ? "```\n\n" : "\n```\n\n");
                 printf("(%s: %zu bytes, added to the next message)\n", path, f.n);
             }
-            buf_free(&f);
+            hc_buf_free(&f);
             continue;
         }
         if (s[0] == '/' && s[1] != '/' && !strchr(s, ' ')) {
             printf("unknown command %s (/help)\n", s);
             continue;
         }
-        buf_t content = {0};
-        buf_add(&content, files.p ? files.p : "", files.n);
-        buf_adds(&content, s[0] == '/' && s[1] == '/' ? s + 1 : s);
-        buf_clear(&files);
+        hc_buf content = {0};
+        hc_buf_add(&content, files.p ? files.p : "", files.n);
+        hc_buf_adds(&content, s[0] == '/' && s[1] == '/' ? s + 1 : s);
+        hc_buf_clear(&files);
         json_array_append_new(messages, json_pack("{s:s,s:s%}", "role", "user", "content",
                                                   content.p, content.n));
-        buf_free(&content);
+        hc_buf_free(&content);
         if (chat_turn(c, messages) == TURN_ERR) /* forget the unanswered question */
             json_array_remove(messages, json_array_size(messages) - 1);
     }
-    buf_free(&line);
-    buf_free(&msg);
-    buf_free(&files);
+    hc_buf_free(&line);
+    hc_buf_free(&msg);
+    hc_buf_free(&files);
     free(system_own);
     return 0;
 }
@@ -1117,21 +716,20 @@ static int status_once(const struct cfg *c, void *ctx)
     }
     /* The gateway's own view. */
     if (gw_pid > 0) {
-        struct cfg hc = *c;
-        hc.timeout_s = 3;
-        http_resp *r = ds4_xmalloc(sizeof *r);
+        hc_target hc = {c->host, c->port, c->api_key, 3, NULL, &g_sigint};
+        hc_resp *r = ds4_xmalloc(sizeof *r);
         char err[256];
         g_sigint = 0;
-        if (http_request(&hc, "GET", "/health", NULL, r, err, sizeof err) == 0) {
-            buf_t b = {0};
-            http_slurp(r, &b, 65536);
+        if (hc_request(&hc, "GET", "/health", NULL, r, err, sizeof err) == 0) {
+            hc_buf b = {0};
+            hc_slurp(r, &b, 65536);
             close(r->fd);
             for (size_t i = 0; i < b.n; i++)
                 if (b.p[i] == '\n' || b.p[i] == '\r')
                     b.p[i] = ' ';
             printf("  gateway     http://%s:%d/health: HTTP %d %.300s\n", c->host, c->port,
                    r->status, b.p ? b.p : "");
-            buf_free(&b);
+            hc_buf_free(&b);
         } else {
             printf("  gateway     http://%s:%d: %s\n", c->host, c->port, err);
         }
@@ -1314,19 +912,19 @@ int main(int argc, char **argv)
         return r;
     }
     /* The prompt: -p, --prompt-file, the positional words, or stdin. */
-    buf_t prompt = {0};
+    hc_buf prompt = {0};
     if (c.prompt)
-        buf_adds(&prompt, c.prompt);
+        hc_buf_adds(&prompt, c.prompt);
     if (c.prompt_file) {
         if (prompt.n)
-            buf_adds(&prompt, "\n\n");
+            hc_buf_adds(&prompt, "\n\n");
         if (read_file(c.prompt_file, &prompt, 64u << 20))
             return 1;
     }
     for (int i = 0; i < npos; i++) {
         if (prompt.n)
-            buf_adds(&prompt, " ");
-        buf_adds(&prompt, pos[i]);
+            hc_buf_adds(&prompt, " ");
+        hc_buf_adds(&prompt, pos[i]);
     }
     free(pos);
     json_t *messages = json_array();
@@ -1335,7 +933,7 @@ int main(int argc, char **argv)
         char tmp[8192];
         ssize_t n;
         while ((n = read(0, tmp, sizeof tmp)) > 0)
-            buf_add(&prompt, tmp, (size_t)n);
+            hc_buf_add(&prompt, tmp, (size_t)n);
     }
     if (c.interactive || !prompt.n) {
         status = chat_loop(&c, messages, prompt.p);
@@ -1345,6 +943,6 @@ int main(int argc, char **argv)
         status = chat_turn(&c, messages);
     }
     json_decref(messages);
-    buf_free(&prompt);
+    hc_buf_free(&prompt);
     return status;
 }
