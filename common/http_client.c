@@ -388,3 +388,16 @@ int hc_sse_feed(hc_sse *p, const char *s, size_t n)
     }
     return 0;
 }
+
+int hc_sse_run(hc_resp *r, hc_sse *p, long *last)
+{
+    char tmp[16384];
+    long n;
+    int stop = 0;
+    while (!stop && (n = hc_body_read(r, tmp, sizeof tmp)) > 0)
+        stop = hc_sse_feed(p, tmp, (size_t)n);
+    if (!stop && n == 0)
+        stop = hc_sse_line(p, "", 0); /* an event not followed by a blank line */
+    *last = n;
+    return stop;
+}

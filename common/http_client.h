@@ -88,5 +88,9 @@ int hc_sse_feed(hc_sse *p, const char *s, size_t n);
 /* One complete line without its terminator; hc_sse_line(p, "", 0) at the
  * end of the body dispatches an event not followed by a blank line. */
 int hc_sse_line(hc_sse *p, const char *l, size_t n);
+/* Read r's body to its end through p (the trailing event included). The
+ * value a callback stopped with (nonzero), else 0; *last gets the last read
+ * result (0 at a clean end, an HC_ code when the body broke off). */
+int hc_sse_run(hc_resp *r, hc_sse *p, long *last);
 
 #endif

@@ -201,18 +201,15 @@ static void run_one(const struct bcfg *c, int idx, breq *q)
         goto out;
     }
     hc_sse sp = {.cb = on_event, .ud = q, .on_comment = on_comment};
-    char tmp[16384];
     long n;
-    int stop = 0;
-    while (!stop && (n = hc_body_read(r, tmp, sizeof tmp)) > 0)
-        stop = hc_sse_feed(&sp, tmp, (size_t)n);
-    if (!stop && n == 0)
-        stop = hc_sse_line(&sp, "", 0);
+    int stop = hc_sse_run(r, &sp, &n);
     q->end = now_ms() - q->t0;
     close(r->fd);
     hc_buf_free(&sp.line);
     hc_buf_free(&sp.data);
-    if (!stop && n < 0)
+    if (stop < 0)
+        req_fail(q, "an SSE line over 64 MiB");
+    else if (!stop && n < 0)
         req_fail(q, n == HC_TIMEOUT ? "stream timed out" : "stream cut before its end");
     else if (!q->saw_finish)
         req_fail(q, "no chunk with a finish_reason");

@@ -316,13 +316,8 @@ static int chat_turn(const struct cfg *c, json_t *messages)
         return TURN_ERR;
     }
     hc_sse sp = {.cb = on_chat_event, .ud = &t};
-    char tmp[16384];
     long n;
-    int stop = 0;
-    while (!stop && (n = hc_body_read(r, tmp, sizeof tmp)) > 0)
-        stop = hc_sse_feed(&sp, tmp, (size_t)n);
-    if (!stop && n == 0)
-        stop = hc_sse_line(&sp, "", 0); /* an event not followed by a blank line */
+    int stop = hc_sse_run(r, &sp, &n);
     close(r->fd);
     if (t.out_state == 1 && c->color_out && !c->hide_thinking)
         fputs(OFF, stdout);
