@@ -250,7 +250,9 @@ static int src_lookup(void *ud, const char *fingerprint, const int32_t *ids, uin
                       uint32_t have, void **blob, size_t *len, uint32_t *ntok)
 {
     eng_kv *k = ud;
-    uint32_t want = have + 1 > k->o.min_tokens ? have + 1 : k->o.min_tokens;
+    /* with a resident prefix, a stored one is worth restoring only if it
+     * saves at least min_tokens of prefill */
+    uint32_t want = have ? have + k->o.min_tokens : k->o.min_tokens;
     if (n < want)
         return 1;
     uint64_t t0 = ds4_now_ns();
