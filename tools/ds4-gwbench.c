@@ -21,7 +21,11 @@
  *   per-token overhead = ((last byte - first token) - decode_ms)
  *                        / (completion_tokens - 1)
  * i.e. what HTTP, gatewayd, tokenizerd (rendering, tokenizing,
- * detokenizing) and the ZeroMQ hops add on top of the engine.
+ * detokenizing) and the ZeroMQ hops add on top of the engine; gateway_ttft
+ * (gatewayd's request start to first token) splits the TTFT part. With
+ * several clients engined interleaves jobs, and the time a job waits for
+ * other jobs' prefill is in neither queue_ms nor prefill_ms, so the
+ * overhead figures are only the pipeline's own with --clients 1.
  *
  * --csv prints one line per request (header first) on stdout and the
  * summary on stderr. Exit status: 0 every stream complete, 1 a stream was
@@ -300,7 +304,7 @@ static void summary(FILE *f, const struct bcfg *c, const breq *reqs, double wall
     double *ttft = ds4_xcalloc((size_t)n + 1, sizeof *ttft), *e2e = ds4_xcalloc((size_t)n + 1, sizeof *e2e);
     double *tov = ds4_xcalloc((size_t)n + 1, sizeof *tov), *kov = ds4_xcalloc((size_t)n + 1, sizeof *kov);
     double *ettft = ds4_xcalloc((size_t)n + 1, sizeof *ettft), *etok = ds4_xcalloc((size_t)n + 1, sizeof *etok);
-    double *gaps = ds4_xcalloc(ngaps + 1, sizeof *gaps);
+    double *gaps = ds4_xcalloc(ngaps + 1, sizeof *gaps), *gttft = ds4_xcalloc((size_t)n + 1, sizeof *gttft);
     size_t nt = 0, nto = 0, nko = 0, ng = 0, nek = 0;
     for (int i = 0; i < n; i++) {
         const breq *q = &reqs[i];
@@ -313,6 +317,7 @@ static void summary(FILE *f, const struct bcfg *c, const breq *reqs, double wall
         memcpy(gaps + ng, q->gaps, q->ngaps * sizeof *gaps);
         ng += q->ngaps;
         if (q->have_eng && q->chunks) {
+            gttft[nto] = q->gw_ttft_ms;
             ettft[nto] = q->queue_ms + q->prefill_ms;
             tov[nto++] = q->ttft - q->queue_ms - q->prefill_ms;
         }
@@ -339,13 +344,14 @@ static void summary(FILE *f, const struct bcfg *c, const breq *reqs, double wall
         fprintf(f, "engine timings (ms, from the gateway's test-mode ds4-timings):\n");
         print_pct(f, "  engine_ttft", ettft, nto);
         print_pct(f, "  engine_per_token", etok, nek);
+        print_pct(f, "  gateway_ttft", gttft, nto);
         fprintf(f, "pipeline overhead (ms, client minus engine):\n");
         print_pct(f, "  ttft_overhead", tov, nto);
         print_pct(f, "  per_token_overhead", kov, nko);
     } else {
         fprintf(f, "pipeline overhead: no engine timings (start gatewayd with --test-mode)\n");
     }
-    free(ttft), free(e2e), free(tov), free(kov), free(ettft), free(etok), free(gaps);
+    free(ttft), free(e2e), free(tov), free(kov), free(ettft), free(etok), free(gaps), free(gttft);
 }
 
 int main(int argc, char **argv)
