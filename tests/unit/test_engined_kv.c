@@ -9,7 +9,8 @@
  *       extend checkpointed ones with cached_tokens from kvd;
  *   (d) an engined on another model (other fingerprint) never uses them;
  *   (c) kvd stuck (SIGSTOP) or down: jobs still succeed, promptly, and the
- *       failure is counted.
+ *       failure is counted; snapshots beyond the writer's queue are dropped
+ *       and counted, the queued ones stored once kvd is back.
  * DS4_TEST_BACKEND=cl runs it on the OpenCL backend. */
 #include <math.h>
 #include <stdio.h>
@@ -240,17 +241,28 @@ int main(void)
 
     /* (c) kvd stuck (SIGSTOP): the lookup passes its deadline, the job is
      * prefilled in full and succeeds */
-    int32_t p6[NP];
-    t_prompt(p6, NP, 6);
-    CHECK(t_daemon_start(&d, &d, KVARGS, NULL) == 0);
+    /* and the writer's queue is bounded: with one slot, the writer stuck in
+     * job A's put and B's cold snapshot waiting, the rest are dropped and
+     * counted */
+    int32_t p6[3][NP];
+    CHECK(t_daemon_start(&d, &d, KVARGS, "--kv-save-queue", "1", "--kv-put-timeout-ms", "120000",
+                         "--kv-lookup-timeout-ms", "500", NULL) == 0);
     sock = t_connect(ctx, &d);
     CHECK(sock != NULL);
     CHECK(kill(kv.pid, SIGSTOP) == 0);
-    CHECK(run_gen(sock, &st, p6, NP, 120000) == 0);
-    CHECK(t_usage(&st, "cached_tokens") == 0);
-    t_stream_free(&st);
-    CHECK(t_counter(sock, "kv_lookup_errors") == 1);
+    for (int i = 0; i < 3; i++) {
+        t_prompt(p6[i], NP, 6 + (uint64_t)i);
+        CHECK(run_gen(sock, &st, p6[i], NP, 120000) == 0);
+        CHECK(t_usage(&st, "cached_tokens") == 0);
+        t_stream_free(&st);
+    }
+    CHECK(t_counter(sock, "kv_lookup_errors") >= 1);
+    /* dropped: C's cold snapshot and the evict snapshots of A and B */
+    CHECKF(t_counter(sock, "kv_save_drops") == 3, "drops %lld",
+           (long long)t_counter(sock, "kv_save_drops"));
+    CHECK(t_counter(sock, "kv_checkpoints") == 0);
     CHECK(kill(kv.pid, SIGCONT) == 0);
+    CHECK(wait_counter(sock, "kv_checkpoints", 2, 30000) == 2);
     zmq_close(sock);
     CHECK(t_daemon_signal_wait(&d, SIGTERM, 30000) == 0);
 
