@@ -305,16 +305,16 @@ static void summary(FILE *f, const struct bcfg *c, const breq *reqs, double wall
     double *tov = ds4_xcalloc((size_t)n + 1, sizeof *tov), *kov = ds4_xcalloc((size_t)n + 1, sizeof *kov);
     double *ettft = ds4_xcalloc((size_t)n + 1, sizeof *ettft), *etok = ds4_xcalloc((size_t)n + 1, sizeof *etok);
     double *gaps = ds4_xcalloc(ngaps + 1, sizeof *gaps), *gttft = ds4_xcalloc((size_t)n + 1, sizeof *gttft);
-    size_t nt = 0, nto = 0, nko = 0, ng = 0, nek = 0;
+    size_t nt = 0, nf = 0, nto = 0, nko = 0, ng = 0, nek = 0;
     for (int i = 0; i < n; i++) {
         const breq *q = &reqs[i];
         if (!q->ok)
             continue;
-        e2e[nt] = q->end;
+        e2e[nt++] = q->end;
         if (q->chunks)
-            ttft[nt] = q->ttft;
-        nt++;
-        memcpy(gaps + ng, q->gaps, q->ngaps * sizeof *gaps);
+            ttft[nf++] = q->ttft;
+        if (q->ngaps)
+            memcpy(gaps + ng, q->gaps, q->ngaps * sizeof *gaps);
         ng += q->ngaps;
         if (q->have_eng && q->chunks) {
             gttft[nto] = q->gw_ttft_ms;
@@ -337,7 +337,7 @@ static void summary(FILE *f, const struct bcfg *c, const breq *reqs, double wall
     fprintf(f, "wall_s: %.3f  req_per_s: %.2f  completion_tok_per_s: %.1f\n", wall_ms / 1e3,
             wall_ms > 0 ? ok / (wall_ms / 1e3) : 0, wall_ms > 0 ? (double)toks / (wall_ms / 1e3) : 0);
     fprintf(f, "client latency (ms):\n");
-    print_pct(f, "  ttft", ttft, nt);
+    print_pct(f, "  ttft", ttft, nf);
     print_pct(f, "  end_to_end", e2e, nt);
     print_pct(f, "  inter_chunk", gaps, ng);
     if (eng) {

@@ -4,9 +4,12 @@
  * endpoints; its CSV has one well-formed row per request, every stream
  * complete, the engine's timings present (the gateway's test-mode
  * ": ds4-timings" comment), the summary counts agree, and engined really
- * ran every job. Nobody listening: every request is reported lost and the
- * exit status says so. It never asserts on speed. */
+ * ran every job. Nobody listening, or a scripted server whose stream lacks
+ * its [DONE], has data after it, a non-JSON chunk or an error event: every
+ * request is reported lost and the exit status says so. It never asserts
+ * on speed. */
 #include <jansson.h>
+#include <pthread.h>
 
 #include "gw_stack.h"
 #include "test.h"
@@ -118,6 +121,87 @@ static void test_nobody_listening(void)
     tp_free(&p);
 }
 
+/* ---- a scripted server that breaks one stream in a given way ----------- */
+
+typedef struct {
+    int lfd, n;          /* serve n connections */
+    const char *tail;    /* what follows the finish and usage chunks */
+} broken_srv;
+
+static void *broken_main(void *arg)
+{
+    broken_srv *b = arg;
+    for (int i = 0; i < b->n; i++) {
+        struct pollfd pf = {b->lfd, POLLIN, 0};
+        if (poll(&pf, 1, 20000) <= 0)
+            break;
+        int fd = accept(b->lfd, NULL, NULL);
+        if (fd < 0)
+            break;
+        char req[65536];
+        size_t got = 0;
+        long long end = gws_now_ms() + 10000;
+        /* read the head and the Content-Length body */
+        while (got < sizeof req - 1 && gws_now_ms() < end) {
+            struct pollfd rf = {fd, POLLIN, 0};
+            if (poll(&rf, 1, 100) <= 0)
+                continue;
+            ssize_t r = read(fd, req + got, sizeof req - 1 - got);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+            req[got] = 0;
+            char *h = strstr(req, "\r\n\r\n"), *cl = strcasestr(req, "Content-Length:");
+            if (h && cl && got >= (size_t)(h + 4 - req) + strtoul(cl + 15, NULL, 10))
+                break;
+        }
+        char out[1024];
+        int n = snprintf(out, sizeof out,
+                         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+                         "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n"
+                         "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+                         "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n%s",
+                         b->tail);
+        gws_send_all(fd, out, (size_t)n);
+        close(fd);
+    }
+    return NULL;
+}
+
+/* The bench against a server whose streams end with tail: want_ok is
+ * whether the streams count as complete. */
+static void check_broken(const char *tail, int want_ok, const char *what)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 && listen(lfd, 8) == 0 &&
+          getsockname(lfd, (struct sockaddr *)&a, &al) == 0);
+    broken_srv b = {lfd, 2, tail};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, broken_main, &b) == 0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", ntohs(a.sin_port));
+    const char *args[] = {"--port", port, "--clients", "1", "--requests", "2", "--warmup", "0", "--timeout", "10", NULL};
+    tp_proc p;
+    int rc = bench(&p, args);
+    pthread_join(th, NULL);
+    close(lfd);
+    const char *want = want_ok ? "requests: 2 ok, 0 lost\n" : "requests: 0 ok, 2 lost\n";
+    CHECKF(rc == (want_ok ? 0 : 1) && p.obuf && strstr(p.obuf, want), "%s: exit %d, %.400s %.1500s", what,
+           rc, p.obuf ? p.obuf : "", p.ebuf ? p.ebuf : "");
+    tp_free(&p);
+}
+
+static void test_broken_streams(void)
+{
+    check_broken("data: [DONE]\n\n", 1, "a complete stream");
+    check_broken("", 0, "no [DONE]");
+    check_broken("data: [DONE]\n\ndata: {}\n\n", 0, "data after [DONE]");
+    check_broken("data: {not json\n\ndata: [DONE]\n\n", 0, "a chunk that is not JSON");
+    check_broken("data: {\"error\":{\"message\":\"x\"}}\n\ndata: [DONE]\n\n", 0, "an error event");
+}
+
 int main(void)
 {
     if (tp_build_dir(g_bin, sizeof g_bin - 16) == 0)
@@ -131,6 +215,7 @@ int main(void)
     test_streams("chat");
     test_streams("completions");
     test_nobody_listening();
+    test_broken_streams();
     CHECKF(gws_stop(&S, NULL, 0) == 0, "a daemon did not stop cleanly");
     return test_main_end("test_gwbench");
 }
