@@ -34,6 +34,18 @@ static int test_checks;
         }                                                                   \
     } while (0)
 
+/* 1 in sanitizer builds (make asan): heavy numeric tests may then check one
+ * representative case instead of all, since the release run checks them all
+ * and the sanitizers look for memory errors, not numbers. */
+static inline int test_sanitized(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 /* Path of a fixture file under the test data directory (static buffer). */
 static inline const char *test_data_path(const char *rel)
 {

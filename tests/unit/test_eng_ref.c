@@ -249,7 +249,12 @@ int main(void)
 {
     test_hc_split();
     test_rope();
-    test_golden("exact-seed1", DSV4_MK_EXACT);
+    /* under the sanitizers the q2 fixture alone (it runs every dequantizer
+     * the exact one does and more); the release run checks both */
+    if (!test_sanitized())
+        test_golden("exact-seed1", DSV4_MK_EXACT);
+    else
+        printf("sanitizer build: exact-seed1 golden left to the release run\n");
     test_golden("q2-seed1", DSV4_MK_Q2);
     return test_main_end("eng_ref");
 }
