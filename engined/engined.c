@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/daemon.h"
+#include "common/daemon_msg.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/wire.h"
@@ -45,50 +46,21 @@ struct engd_opts {
     int kv_lookup_timeout_ms, kv_put_timeout_ms, kv_save_queue;
 };
 
-/* Answer a message the decoder or the service rejected. */
-static void send_error(ds4d *d, void *sock, ds4w_msg *m, int code, const char *field,
-                       const char *err)
-{
-    if (field)
-        m->bad_field = field;
-    ds4_warn("%s %s: %s%s%s", ds4w_type_name(m->type), ds4w_err_name(code), err,
-             m->bad_field ? " field=" : "", m->bad_field ? m->bad_field : "");
-    if (ds4w_reply_error(sock, m, code, err))
-        ds4_warn("cannot send ERROR: %s", zmq_strerror(errno));
-    else
-        ds4_stats_add(&d->stats, DS4S_frames_out, 1);
-}
-
 /* Receive and dispatch one message. 1 handled, 0 none waiting, -1 error. */
 static int serve_one(ds4d *d, void *sock, eng_service *svc)
 {
     ds4w_msg m;
     char err[512] = "";
-    int rc = ds4w_recv(sock, &m, 1, ZMQ_DONTWAIT, err, sizeof err);
-    if (rc < 0) {
-        int e = errno;
-        ds4w_msg_close(&m);
-        if (e == EAGAIN || e == EINTR)
-            return 0;
-        ds4_err("receive: %s", zmq_strerror(e));
-        return -1;
-    }
-    static const uint8_t nil[16];
-    char rid[DS4W_UUID_STR];
-    ds4w_uuid_format(m.hdr_ok ? m.reqid : nil, rid);
-    ds4_log_set_reqid(rid);
-    ds4_stats_add(&d->stats, DS4S_frames_in, 1);
-    if (rc > 0) {
-        ds4_stats_add(&d->stats, DS4S_frames_bad, 1);
-        send_error(d, sock, &m, rc, NULL, err);
-    } else {
+    int rc = ds4d_recv(d, sock, &m, err, sizeof err);
+    if (rc <= 0)
+        return rc;
+    if (rc == 1) {
         const char *field = NULL;
         rc = eng_service_handle(svc, &m, &field, err, sizeof err);
         if (rc)
-            send_error(d, sock, &m, rc, field, err);
+            ds4d_send_error(d, sock, &m, rc, field, err);
     }
-    ds4_log_set_reqid(NULL);
-    ds4w_msg_close(&m);
+    ds4d_msg_done(&m);
     return 1;
 }
 

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "daemon_msg.h"
 #include "kv_service.h"
 #include "log.h"
 #include "util.h"
@@ -36,43 +37,15 @@ struct kvd_opts {
     int test_mode;
 };
 
-/* Answer a message the decoder or a handler rejected. */
-static void send_error(ds4d *d, void *sock, ds4w_msg *m, int code, const char *field,
-                       const char *err)
-{
-    if (field)
-        m->bad_field = field;
-    ds4_warn("%s %s: %s%s%s", ds4w_type_name(m->type), ds4w_err_name(code), err,
-             m->bad_field ? " field=" : "", m->bad_field ? m->bad_field : "");
-    if (ds4w_reply_error(sock, m, code, err))
-        ds4_warn("cannot send ERROR: %s", zmq_strerror(errno));
-    else
-        ds4_stats_add(&d->stats, DS4S_frames_out, 1);
-}
-
 /* Receive and answer one message: 1 handled, 0 none waiting, -1 error. */
 static int serve_one(ds4d *d, void *sock, kv_service *svc)
 {
     ds4w_msg m;
     char err[1024] = "";
-    int rc = ds4w_recv(sock, &m, 1, ZMQ_DONTWAIT, err, sizeof err);
-    if (rc < 0) {
-        int e = errno;
-        ds4w_msg_close(&m);
-        if (e == EAGAIN || e == EINTR)
-            return 0;
-        ds4_err("receive: %s", zmq_strerror(e));
-        return -1;
-    }
-    static const uint8_t nil[16];
-    char rid[DS4W_UUID_STR];
-    ds4w_uuid_format(m.hdr_ok ? m.reqid : nil, rid);
-    ds4_log_set_reqid(rid);
-    ds4_stats_add(&d->stats, DS4S_frames_in, 1);
-    if (rc > 0) {
-        ds4_stats_add(&d->stats, DS4S_frames_bad, 1);
-        send_error(d, sock, &m, rc, NULL, err);
-    } else {
+    int rc = ds4d_recv(d, sock, &m, err, sizeof err);
+    if (rc <= 0)
+        return rc;
+    if (rc == 1) {
         ds4w_out out;
         const char *field = NULL;
         uint64_t t0 = ds4_now_ns();
@@ -80,24 +53,12 @@ static int serve_one(ds4d *d, void *sock, kv_service *svc)
         if (rc == KV_SVC_DEFERRED) {
             ds4_debug("%s handed to the writer", ds4w_type_name(m.type));
         } else if (rc) {
-            send_error(d, sock, &m, rc, field, err);
+            ds4d_send_error(d, sock, &m, rc, field, err);
         } else {
-            char e2[256] = "";
-            uint16_t type = out.type;
-            if (ds4w_send(sock, &m.route, &out, ZMQ_DONTWAIT, e2, sizeof e2)) {
-                int e = errno;
-                ds4_warn("reply %s not sent: %s", ds4w_type_name(type), e2);
-                if (e == EINVAL)
-                    send_error(d, sock, &m, DS4W_E_INTERNAL, NULL, e2);
-            } else {
-                ds4_stats_add(&d->stats, DS4S_frames_out, 1);
-            }
-            ds4_debug("%s -> %s in %.3f ms", ds4w_type_name(m.type), ds4w_type_name(type),
-                      (double)(ds4_now_ns() - t0) / 1e6);
+            ds4d_send_reply(d, sock, &m, &out, t0);
         }
     }
-    ds4_log_set_reqid(NULL);
-    ds4w_msg_close(&m);
+    ds4d_msg_done(&m);
     return 1;
 }
 
@@ -115,7 +76,7 @@ static void deferred_reply(void *arg, const ds4w_msg *m, int rc, ds4w_out *out,
     ds4w_uuid_format(m->reqid, rid);
     ds4_log_set_reqid(rid);
     if (rc) {
-        send_error(r->d, r->sock, (ds4w_msg *)m, rc, field, err);
+        ds4d_send_error(r->d, r->sock, (ds4w_msg *)m, rc, field, err);
     } else {
         char e2[256] = "";
         if (ds4w_send(r->sock, &m->route, out, ZMQ_DONTWAIT, e2, sizeof e2))
